@@ -1,0 +1,124 @@
+"""Batched perturbation stacks: ``x0 + c_s * d_i`` for many directions at once.
+
+A *block* is a set of ``b`` perturbation directions.  Every Jacobian-like
+quantity fastjac computes is assembled from blocks:
+
+- a dense Jacobian uses coordinate directions ``h_j e_j``;
+- a colored (sparse) Jacobian uses groups of coordinates moved together;
+- ``jvp`` uses arbitrary dense directions ``t v``.
+
+:func:`fill_stack` writes the stack for one block into a reused buffer, laid
+out offset-major: rows ``s*b : (s+1)*b`` hold ``x0 + c_s * d_i``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SparseDirections", "DenseDirections", "coordinate_blocks", "fill_stack",
+           "stack_buffer", "readonly"]
+
+
+@dataclass(frozen=True)
+class SparseDirections:
+    """``b`` directions in CSR form: direction ``i`` moves ``indices[indptr[i]:indptr[i+1]]``
+    by ``steps[indptr[i]:indptr[i+1]]``.  ``cols`` labels the directions (for a
+    coordinate block, the coordinate itself)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    steps: np.ndarray
+    cols: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def is_coordinate(self) -> bool:
+        return len(self.indices) == self.size
+
+    def to_dense(self, n: int, dtype) -> np.ndarray:
+        out = np.zeros((self.size, n), dtype=dtype)
+        rows = np.repeat(np.arange(self.size), np.diff(self.indptr))
+        out[rows, self.indices] = self.steps
+        return out
+
+
+@dataclass(frozen=True)
+class DenseDirections:
+    """``b`` dense directions ``V`` of shape ``(b, n)``, step already included."""
+
+    V: np.ndarray
+    cols: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.V.shape[0]
+
+
+def coordinate_blocks(h: np.ndarray, block_size: int):
+    """Yield :class:`SparseDirections` blocks of single-coordinate directions."""
+    n = h.shape[0]
+    for start in range(0, n, block_size):
+        cols = np.arange(start, min(n, start + block_size))
+        yield SparseDirections(np.arange(len(cols) + 1), cols, h[cols], cols)
+
+
+_local = threading.local()
+
+
+def stack_buffer(nbytes: int, dtype) -> np.ndarray:
+    """A per-thread scratch buffer of at least ``nbytes``, reused across calls.
+
+    Fresh large arrays pay a page fault per 4 KiB page on first touch, which
+    costs more than the arithmetic of a chunk; reusing one buffer avoids it.
+    Per-thread, so that concurrent callers never share a stack.
+    """
+    dtype = np.dtype(dtype)
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    buf = pool.get(dtype)
+    count = -(-nbytes // dtype.itemsize)
+    if buf is None or buf.size < count:
+        buf = pool[dtype] = np.empty(count, dtype=dtype)
+    return buf[:count]
+
+
+def readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view: ``f`` cannot modify fastjac's stack (or, through it, x)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def fill_stack(stack: np.ndarray, x0: np.ndarray, block, offsets) -> None:
+    """Write ``x0 + c_s * d_i`` for every offset ``c_s`` and direction ``d_i``.
+
+    Parameters
+    ----------
+    stack : ndarray, shape (len(offsets) * b, n)
+    x0 : ndarray, shape (n,)
+    block : SparseDirections or DenseDirections
+    offsets : sequence of float or complex
+        For the complex step the offset is ``1j`` and ``stack`` is complex.
+    """
+    b = block.size
+    stack[...] = x0
+    if isinstance(block, DenseDirections):
+        for s, c in enumerate(offsets):
+            rows = stack[s * b:(s + 1) * b]
+            rows += block.V * stack.dtype.type(c)
+        return
+    if block.is_coordinate:
+        rows = np.arange(b)
+        cols = block.indices
+    else:
+        rows = np.repeat(np.arange(b), np.diff(block.indptr))
+        cols = block.indices
+    base = x0[cols]
+    for s, c in enumerate(offsets):
+        stack[s * b + rows, cols] = base + block.steps * stack.dtype.type(c)
