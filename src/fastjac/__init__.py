@@ -1,11 +1,40 @@
 """fastjac: fast, trustworthy numeric Jacobians and derivative checks.
 
-``import fastjac`` is light: it imports numpy only.  Numba is imported and
-kernels are compiled on first use.
+``import fastjac`` is light: it imports numpy and the engine only.  The
+checks, the monitor and the ``nn`` kernels load on first attribute access,
+and Numba is imported (and kernels compiled) only on first use.
 """
+from importlib import import_module
+
 from .engine import gradient, jacobian, jvp, numeric_jacobian
-from .stencils import STENCILS
 
 __version__ = "0.1.0"
 
-__all__ = ["jacobian", "gradient", "jvp", "numeric_jacobian", "STENCILS", "__version__"]
+# Public name -> module that defines it, loaded on first access.
+_LAZY = {
+    "check_jacobian": "check", "check_grad": "check", "check_vjp": "check",
+    "check_jvp": "check", "assert_jacobian": "check", "assert_grad": "check",
+    "assert_vjp": "check", "assert_jvp": "check", "numeric_jacobian_test": "check",
+    "JacobianCheck": "_report",
+    "sampled_jacobian": "directional", "vjp": "directional",
+    "batch_independent": "structure",
+    "GradientMonitor": "monitor",
+    "nn": None, "reference": None, "stencils": None,
+}
+
+__all__ = ["jacobian", "gradient", "jvp", "numeric_jacobian", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fastjac' has no attribute {name!r}")
+    module = _LAZY[name]
+    value = import_module(f".{name if module is None else module}", __name__)
+    if module is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._inputs import is_multi, pack, pack_like
 from ._strategies import Evaluator, as_output, call_f, choose_strategy
 from ._validate import as_point, describe
 from .perturb import DenseDirections, coordinate_blocks, readonly
@@ -227,8 +228,25 @@ def jacobian_with_info(f, x, *, method="central", order=None, step=None, vectori
     ``combos`` is an optional list of weight vectors over the stencil's
     offsets; each yields one more estimate of J from the *same* evaluations
     (the checks use it for free noise estimates).  The first estimate is
-    always the stencil's own.
+    always the stencil's own.  For tuple/dict ``x``, J, ``info.step`` and
+    ``info.extra`` come back in the same container.
     """
+    options = dict(method=method, order=order, vectorized=vectorized, max_memory=max_memory,
+                   executor=executor, progress=progress, combos=combos)
+    if not is_multi(x):
+        return _jacobian_flat(f, x, step=step, **options)
+    flat, spec = pack(x)
+    if step is not None and is_multi(step):
+        step = pack_like(spec, step, "step")[0]
+    J, info = _jacobian_flat(spec.wrap(f), flat, step=step, **options)
+    out_shape = info.fx.shape
+    info.step = spec.split(info.step, ())
+    info.extra = [spec.split(E, out_shape) for E in info.extra]
+    return spec.split(J, out_shape), info
+
+
+def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executor, progress,
+                   combos):
     t_start = time.perf_counter()
     stencil = get_stencil(method, order)
     _check_options(vectorized, max_memory)
@@ -381,7 +399,16 @@ def gradient(f, x, **options):
         raise ValueError(
             f"`f` must return a scalar for gradient(); f(x) has shape {info.fx.shape}. "
             "Use fastjac.jacobian for vector-valued functions.")
-    return J.reshape(np.shape(x) if not isinstance(x, (list, tuple)) else np.asarray(x).shape)
+    lead = info.fx.ndim  # drop f's size-1 axes: the gradient is shaped like x
+
+    def squeeze(a):
+        return a.reshape(a.shape[lead:])
+
+    if isinstance(J, tuple):
+        return tuple(squeeze(a) for a in J)
+    if isinstance(J, dict):
+        return {k: squeeze(a) for k, a in J.items()}
+    return squeeze(J)
 
 
 def jvp(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
@@ -417,6 +444,11 @@ def jvp(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
 
 def jvp_with_info(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
     """:func:`jvp` plus its :class:`JacobianInfo` (``step`` holds ``t`` per direction)."""
+    if is_multi(x):
+        flat, spec = pack(x)
+        vflat, _ = pack_like(spec, v)
+        return jvp_with_info(spec.wrap(f), flat, vflat, method=method, order=order,
+                             step=step, vectorized=vectorized)
     stencil = get_stencil(method, order)
     _check_options(vectorized, None)
     x0 = as_point(x)

@@ -129,6 +129,14 @@ def k_log_softmax_jac_stack(a, out):
 def k_softmax_vjp_from_a(a, g, out):
     """out = a * (g - sum_i g*a), per column; a = softmax(z)."""
     n, B = a.shape
+    if B == 1:  # one column: keep the inner loop long
+        d = 0.0
+        for i in range(n):
+            d += g[i, 0] * a[i, 0]
+        dd = a.dtype.type(d)
+        for i in range(n):
+            out[i, 0] = a[i, 0] * (g[i, 0] - dd)
+        return out
     acc = np.zeros(B, np.float64)  # float64 accumulation of the dot product
     for i in range(n):
         for b in range(B):
@@ -144,6 +152,14 @@ def k_softmax_vjp_from_a(a, g, out):
 def k_log_softmax_vjp_from_a(a, g, out):
     """out = g - a * sum_i g, per column; a = softmax(z)."""
     n, B = a.shape
+    if B == 1:
+        t = 0.0
+        for i in range(n):
+            t += g[i, 0]
+        tt = a.dtype.type(t)
+        for i in range(n):
+            out[i, 0] = g[i, 0] - a[i, 0] * tt
+        return out
     acc = np.zeros(B, np.float64)
     for i in range(n):
         for b in range(B):
@@ -218,3 +234,34 @@ def k_softmax(z, out):
         for b in range(B):
             out[i, b] *= inv[b]
     return out
+
+
+@lazy_njit
+def k_softmax_xent_from_e(z, mx, e, y, inv_m, floor_log, out):
+    """Second half of softmax + cross-entropy when numpy already computed
+    ``e = exp(z - mx)`` with its SIMD ``exp`` (``out`` may be ``e``).
+
+    Fuses the column sums, the per-column ``log``, the clipped loss and the
+    gradient ``(e / sum(e) - y) * inv_m`` in two passes over memory.
+    """
+    n, B = z.shape
+    s = np.zeros(B, np.float64)
+    for i in range(n):
+        for b in range(B):
+            s[b] += e[i, b]
+    logs = np.empty(B, np.float64)
+    for b in range(B):
+        logs[b] = math.log(s[b])
+    inv = (1.0 / s).astype(z.dtype)
+    scale = z.dtype.type(inv_m)
+    loss = 0.0
+    for i in range(n):
+        for b in range(B):
+            yi = y[i, b]
+            if yi != 0:
+                ls = (z[i, b] - mx[b]) - logs[b]
+                if ls < floor_log:
+                    ls = floor_log
+                loss -= yi * ls
+            out[i, b] = (e[i, b] * inv[b] - yi) * scale
+    return loss * inv_m
