@@ -37,9 +37,8 @@ def as_point(x, name: str = "x") -> np.ndarray:
         raise TypeError(
             f"`{name}` must be array_like of real numbers; got {describe(x)} ({exc}).") from None
     if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"`{name}` must be array_like of real numbers; got {describe(x)} "
-            f"with dtype {arr.dtype}.")
+        got = describe(x) if isinstance(x, np.ndarray) else f"{describe(x)} (dtype {arr.dtype})"
+        raise TypeError(f"`{name}` must be array_like of real numbers; got {got}.")
     out = np.array(arr, dtype=working_dtype(arr.dtype), copy=True, order="C")
     check_finite(out, name)
     return out
