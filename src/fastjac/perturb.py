@@ -113,6 +113,21 @@ def fill_stack(stack: np.ndarray, x0: np.ndarray, block, offsets) -> None:
             rows = stack[s * b:(s + 1) * b]
             rows += block.V * stack.dtype.type(c)
         return
+    if b == 1:  # one direction (a colored group, a sampled column): plain row slices
+        base = x0[block.indices]
+        for s, c in enumerate(offsets):
+            stack[s, block.indices] = base + block.steps * stack.dtype.type(c)
+        return
+    n = x0.shape[0]
+    if block.is_coordinate and b and block.indices[-1] - block.indices[0] == b - 1:
+        # Contiguous coordinates: the moved entries lie on a diagonal of each
+        # offset's (b, n) slab, reachable by basic slicing (no fancy indexing).
+        start = int(block.indices[0])
+        base = x0[start:start + b]
+        for s, c in enumerate(offsets):
+            diag = stack[s * b:(s + 1) * b].reshape(-1)[start::n + 1]
+            diag[...] = base + block.steps * stack.dtype.type(c)
+        return
     if block.is_coordinate:
         rows = np.arange(b)
         cols = block.indices
