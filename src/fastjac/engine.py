@@ -21,7 +21,7 @@ import numpy as np
 from ._inputs import is_multi, pack, pack_like
 from ._strategies import Evaluator, as_output, call_f, choose_strategy
 from ._validate import as_point, describe
-from .perturb import DenseDirections, coordinate_blocks, readonly
+from .perturb import DenseDirections, coordinate_blocks, readonly, stack_buffer
 from .stencils import Stencil, get_stencil
 from .steps import absolute_step, eps_for
 
@@ -74,6 +74,10 @@ class JacobianInfo:
     block_size: int = 0
     seconds: float = 0.0
     extra: list = field(default_factory=list)
+    #: Groups of columns perturbed together (``sparsity=`` runs; 0 otherwise).
+    ncolors: int = 0
+    #: Estimated peak bytes fastjac itself allocates (result plus one chunk).
+    peak_bytes: int = 0
 
 
 def _check_options(vectorized, max_memory):
@@ -146,6 +150,58 @@ def _block_size(S, n, m, itemsize, max_memory):
     return max(1, budget // per_direction)
 
 
+def _guard_memory(result_bytes, j_shape, structured=False):
+    """Raise before allocating when the result cannot fit in available memory."""
+    # Reading /proc/meminfo costs ~30 µs, so only ask when the result is large.
+    if result_bytes <= _LARGE_RESULT:
+        return
+    avail = available_memory()
+    if result_bytes <= avail:
+        return
+    if structured:
+        hint = ("Use output='sparse' (scipy CSR of shape (m, n)) or, for an elementwise f, "
+                "output='diagonal'; or fastjac.jvp / fastjac.sampled_jacobian.")
+    else:
+        hint = ("Use fastjac.jvp for directional derivatives, fastjac.sampled_jacobian for "
+                "a subset of columns, or sparsity=... with output='sparse' for a "
+                "structured Jacobian.")
+    raise MemoryError(
+        f"the Jacobian of shape {tuple(j_shape)} needs {_gib(result_bytes)} but only "
+        f"{_gib(avail)} is available. {hint}")
+
+
+@dataclass
+class _Prepared:
+    """The common first steps of every entry point, for a single array x."""
+
+    f: object
+    stencil: Stencil
+    x0: np.ndarray        # (n,) private working copy
+    x_shape: tuple
+    fx: np.ndarray
+    out_shape: tuple
+    n: int
+    m: int
+    eps: float
+    h: np.ndarray         # (n,) step actually taken
+    dtype: np.dtype
+
+
+def _prepare(f, x, method, order, step, vectorized, max_memory):
+    """Validate, evaluate ``f(x)`` and choose steps (structured and sampled paths)."""
+    stencil = get_stencil(method, order)
+    _check_options(vectorized, max_memory)
+    x0 = as_point(x)
+    x_shape = x0.shape
+    x0 = x0.reshape(-1)
+    _check_step(step, x0)
+    fx = _evaluate_f0(f, x0, x_shape)
+    eps = eps_for(x0.dtype, fx.dtype)
+    h = absolute_step(x0, stencil, eps, None if step is None else np.ravel(step))
+    return _Prepared(f, stencil, x0, x_shape, fx, fx.shape, x0.size, fx.size, eps, h,
+                     _result_dtype(x0, fx))
+
+
 def _progress_bar(progress, nblocks, first_seconds):
     """tqdm over blocks: always for True, for "auto" only if slow and on a terminal."""
     if progress is False or progress is None or nblocks <= 1:
@@ -181,11 +237,17 @@ _COMBO_CACHE: dict = {}
 
 
 def _combine(F, fx_flat, stencil, combos):
-    """``D_e = c_e f(x) + sum_s W[e, s] F[s]`` for every weight vector ``e``."""
+    """``D_e = c_e f(x) + sum_s W[e, s] F[s]`` for every weight vector ``e``.
+
+    The central-difference result lives in a per-thread scratch buffer (a
+    fresh one per block would page-fault every time): callers must consume
+    it, as every ``scatter`` does, before the next ``_combine``.
+    """
     S, b, m = F.shape
     W, centers = _split_combos(stencil, combos)
     if S == 2 and len(combos) == 1 and W[0, 0] == -W[0, 1] and centers[0] == 0:
-        D = np.subtract(F[1], F[0])  # central differences: one pass, no temporaries
+        D = stack_buffer(b * m * F.dtype.itemsize, F.dtype, "combine").reshape(b, m)
+        np.subtract(F[1], F[0], out=D)  # central differences: one pass, no temporaries
         if W[0, 1] != 1:
             D *= W[0, 1]
         return D[None]
@@ -202,9 +264,17 @@ def _evaluate_blocks(ev, blocks, first_F, combos, fx_flat, scatter, executor, pr
     if executor is not None:
         from ._parallel import map_blocks
 
-        for block, F in map_blocks(executor, ev, blocks, first_F):
+        bar = None
+        t0 = time.perf_counter()
+        for k, (block, F) in enumerate(map_blocks(executor, ev, blocks, first_F)):
             scatter(block, _combine(F, fx_flat, ev.stencil, combos))
             calls += 1
+            if k == 0:
+                bar = _progress_bar(progress, len(blocks), time.perf_counter() - t0)
+            elif bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         return calls
     bar = None
     t0 = time.perf_counter()
@@ -222,22 +292,38 @@ def _evaluate_blocks(ev, blocks, first_F, combos, fx_flat, scatter, executor, pr
 
 
 def jacobian_with_info(f, x, *, method="central", order=None, step=None, vectorized="auto",
-                       max_memory=None, executor=None, progress="auto", combos=None):
+                       max_memory=None, executor=None, progress="auto", combos=None,
+                       sparsity=None, output="dense"):
     """Like :func:`jacobian`, and also return a :class:`JacobianInfo`.
 
     ``combos`` is an optional list of weight vectors over the stencil's
     offsets; each yields one more estimate of J from the *same* evaluations
     (the checks use it for free noise estimates).  The first estimate is
     always the stencil's own.  For tuple/dict ``x``, J, ``info.step`` and
-    ``info.extra`` come back in the same container.
+    ``info.extra`` come back in the same container (``output='sparse'``: one
+    CSR column block per input).
     """
     options = dict(method=method, order=order, vectorized=vectorized, max_memory=max_memory,
                    executor=executor, progress=progress, combos=combos)
+    structured = sparsity is not None or output != "dense"
     if not is_multi(x):
+        if structured:
+            from .structure import structured_jacobian
+
+            return structured_jacobian(f, x, step=step, sparsity=sparsity, output=output,
+                                       **options)
         return _jacobian_flat(f, x, step=step, **options)
     flat, spec = pack(x)
     if step is not None and is_multi(step):
         step = pack_like(spec, step, "step")[0]
+    if structured:
+        from .structure import split_output, structured_jacobian
+
+        J, info = structured_jacobian(spec.wrap(f), flat, step=step, sparsity=sparsity,
+                                      output=output, spec=spec, **options)
+        info.step = spec.split(info.step, ())
+        info.extra = [split_output(spec, E, output, info.fx.shape) for E in info.extra]
+        return split_output(spec, J, output, info.fx.shape), info
     J, info = _jacobian_flat(spec.wrap(f), flat, step=step, **options)
     out_shape = info.fx.shape
     info.step = spec.split(info.step, ())
@@ -262,13 +348,7 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     combos = [stencil.weights] + list(combos or [])
 
     result_bytes = len(combos) * n * m * dtype.itemsize
-    # Reading /proc/meminfo costs ~30 µs, so only ask when J is large.
-    if result_bytes > _LARGE_RESULT and result_bytes > available_memory():
-        raise MemoryError(
-            f"the Jacobian of shape {out_shape + x_shape} needs {_gib(result_bytes)} but only "
-            f"{_gib(available_memory())} is available. Use fastjac.jvp for directional "
-            f"derivatives, fastjac.sampled_jacobian for a subset of columns, or "
-            f"sparsity=... with output='sparse' for a structured Jacobian.")
+    _guard_memory(result_bytes, out_shape + x_shape)
     JT = [np.empty((n, m), dtype=dtype) for _ in combos]
     info = JacobianInfo(fx=fx, stencil=stencil, step=h.reshape(x_shape), eps=eps,
                         strategy="none", nfev=1, ncalls=1)
@@ -279,6 +359,10 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     S = stencil.evaluations_per_column
     ev = Evaluator(f, x0, x_shape, out_shape, stencil, dtype)
     b = _block_size(S, n, m, np.dtype(ev.stack_dtype).itemsize, max_memory)
+    # Peak of what fastjac allocates: J, plus per chunk the stack, f's output,
+    # its (S, b, m) copy and the combined differences.
+    info.peak_bytes = result_bytes + b * (S * n * np.dtype(ev.stack_dtype).itemsize
+                                          + (2 * S + len(combos)) * m * dtype.itemsize)
     blocks = list(coordinate_blocks(h, b))
     ev.strategy, first_F = choose_strategy(ev, vectorized, blocks[0], eps)
     fx_flat = fx.reshape(m).astype(dtype)
@@ -308,7 +392,7 @@ def _assemble(JT, out_shape, x_shape, info):
 
 
 def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto",
-             max_memory=None, executor=None, progress="auto"):
+             max_memory=None, executor=None, progress="auto", sparsity=None, output="dense"):
     """Numeric Jacobian of ``f`` at ``x`` from batched finite differences.
 
     Parameters
@@ -341,15 +425,31 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     max_memory : int, optional
         Upper bound in bytes of any one chunk (stack plus f's output).
     executor : concurrent.futures.Executor, optional
-        Evaluate chunks as independent tasks (threads, processes, or a
-        dask.distributed client).
+        Evaluate chunks as independent tasks: a ``ThreadPoolExecutor``, a
+        ``ProcessPoolExecutor``, or a ``dask.distributed.Client`` (or
+        ``client.get_executor()``).  Process and cluster executors need a
+        picklable ``f`` (dask uses cloudpickle, so lambdas work there).
+        See ``docs/scale.md`` for Numba ``parallel=True`` safety.
     progress : {'auto', True, False}, optional
         Show a tqdm bar over chunks; ``'auto'`` only for runs longer than
         about two seconds on a terminal.
+    sparsity : {'diagonal'}, array_like of bool, scipy.sparse matrix or BatchIndependent, optional
+        Known pattern of J: a boolean array shaped like J or ``(m, n)``
+        (``m = f(x).size``, ``n = x.size``), ``'diagonal'`` for an
+        elementwise ``f``, or ``fastjac.batch_independent(axis=...)`` for a
+        map applied sample by sample.  Columns sharing no nonzero row are
+        perturbed together (greedy coloring), so the cost scales with the
+        number of colors instead of ``n``; entries outside the pattern are
+        zero.  For tuple/dict ``x``: one pattern per input, or one ``(m, N)``.
+    output : {'dense', 'sparse', 'diagonal'}, optional
+        Format of J: a dense ndarray (default); a ``scipy.sparse.csr_array``
+        of shape ``(m, n)`` holding the pattern's entries; or, for a
+        diagonal pattern, the diagonal shaped like ``x``.
 
     Returns
     -------
     J : ndarray, shape ``np.shape(f(x)) + np.shape(x)``
+        Or as chosen by ``output``.
 
     Raises
     ------
@@ -358,7 +458,8 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     TypeError
         Non-numeric x or output of f.
     MemoryError
-        Before allocating, if J cannot fit in memory.
+        Before allocating, if J cannot fit in memory (the message names
+        ``output='sparse'``, ``jvp`` and ``sampled_jacobian``).
 
     Notes
     -----
@@ -375,10 +476,18 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     >>> J = fastjac.jacobian(np.sin, np.array([0.0, 1.0]))
     >>> np.allclose(J, np.diag(np.cos([0.0, 1.0])))
     True
+
+    An elementwise function needs two perturbed points whatever its size:
+
+    >>> d = fastjac.jacobian(np.sin, np.linspace(0, 1, 10**5),
+    ...                      sparsity="diagonal", output="diagonal")
+    >>> d.shape
+    (100000,)
     """
     J, _ = jacobian_with_info(f, x, method=method, order=order, step=step,
                               vectorized=vectorized, max_memory=max_memory,
-                              executor=executor, progress=progress)
+                              executor=executor, progress=progress, sparsity=sparsity,
+                              output=output)
     return J
 
 
