@@ -46,15 +46,11 @@ class InputSpec:
         return tuple(parts) if self.kind == "tuple" else dict(zip(self.keys, parts))
 
     def wrap(self, f):
-        """``f`` over the flat vector (batched too, when ``f`` is)."""
-        if self.kind == "tuple":
-            def flat_f(v):
-                return f(*self.unpack(v))
-        else:
-            def flat_f(v):
-                return f(**self.unpack(v))
-        flat_f.__wrapped__ = f
-        return flat_f
+        """``f`` over the flat vector (batched too, when ``f`` is).
+
+        An instance of a module-level class rather than a closure, so that it
+        pickles whenever ``f`` does (process and cluster executors)."""
+        return _FlatF(f, self)
 
     def split(self, J, out_shape):
         """Cut ``J`` of shape ``out_shape + (N,)`` into one Jacobian per input."""
@@ -65,6 +61,18 @@ class InputSpec:
     def split_like_x(self, v, lead=()):
         """Cut a flat array of shape ``lead + (N,)`` into per-input arrays."""
         return self.split(v, lead)
+
+
+class _FlatF:
+    """``f(*inputs)`` / ``f(**inputs)`` called on the packed flat vector."""
+
+    def __init__(self, f, spec):
+        self.__wrapped__ = f
+        self.spec = spec
+
+    def __call__(self, v):
+        parts = self.spec.unpack(v)
+        return self.__wrapped__(*parts) if self.spec.kind == "tuple" else self.__wrapped__(**parts)
 
 
 def pack(x, name="x"):

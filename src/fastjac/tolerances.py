@@ -1,0 +1,89 @@
+"""Default tolerances of the checks, as a table keyed by dtype.
+
+In the manner of jax's ``public_test_util``: one table, merged with the
+user's overrides, keyed by the *least precise* dtype involved (x, f(x) and
+the expected derivative).  Tolerances are per entry and never scale with
+the size of the output.
+
+How the defaults were chosen (see ``docs/checks.md``): a check compares the
+analytic value with a 4th-order central estimate whose error is ~1e-12
+relative in float64 and ~1e-5 in float32 (round-off ``EPS |f| / h`` at
+``h = EPS**(1/5)``).  ``rtol`` sits three orders of magnitude above that
+error and at least an order below the smallest bug the suite must catch
+(a 1.01 scale in float64, a 10% error in float32).  Anything between the
+tolerance and the estimated noise goes to a second opinion, not to a
+verdict.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "tolerance_dtype",
+           "NOISE_FACTOR", "ROUNDOFF_FACTOR"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+#: dtype name -> default tolerance.
+TOLERANCES = {
+    "float16": Tolerance(rtol=3e-2, atol=1e-3),
+    "float32": Tolerance(rtol=1e-3, atol=1e-5),
+    "float64": Tolerance(rtol=1e-6, atol=1e-9),
+    "longdouble": Tolerance(rtol=1e-7, atol=1e-10),
+}
+
+#: A mismatch is "within noise" if it is below this many times the
+#: estimated finite-difference error (the estimate is itself an order of
+#: magnitude statement, so a factor of a few absorbs its scatter).
+NOISE_FACTOR = 3.0
+
+#: Rounding error of one evaluation of f, in units of ``EPS * scale(f)``:
+#: a handful of roundings per output (an exp, a sum, a division).
+ROUNDOFF_FACTOR = 4.0
+
+
+def _name(dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biu":
+        return "float64"
+    if dtype.kind == "c":
+        dtype = np.finfo(dtype).dtype
+    if dtype.kind != "f":
+        raise TypeError(f"`dtype` must be a real floating dtype; got {dtype}.")
+    if dtype.itemsize > 8:
+        return "longdouble"
+    return dtype.name
+
+
+def tolerance_dtype(*dtypes) -> str:
+    """The least precise floating dtype among ``dtypes``, as a table key."""
+    names = [_name(d) for d in dtypes if d is not None] or ["float64"]
+    order = list(TOLERANCES)
+    return min(names, key=order.index)
+
+
+def tolerance_for(*dtypes, rtol=None, atol=None) -> Tolerance:
+    """The table's tolerance for the least precise dtype, merged with overrides.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastjac.tolerances import tolerance_for
+    >>> tolerance_for(np.float64, np.float32)
+    Tolerance(rtol=0.001, atol=1e-05)
+    >>> tolerance_for(np.float64, atol=0.0)
+    Tolerance(rtol=1e-06, atol=0.0)
+    """
+    base = TOLERANCES[tolerance_dtype(*dtypes)]
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and (isinstance(value, bool) or not np.isscalar(value)
+                                  or not np.isfinite(value) or value < 0):
+            raise ValueError(f"`{name}` must be a finite number >= 0 or None; got {value!r}.")
+    return Tolerance(rtol=base.rtol if rtol is None else float(rtol),
+                     atol=base.atol if atol is None else float(atol))
