@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import pytest
 
-import fastjac
 from fastjac import JacobianCheck
 from fastjac.monitor import GradientCheckError, GradientMonitor, GradientWarning
 
@@ -324,7 +323,8 @@ def test_bad_constructor_arguments(kwargs, match):
 def test_bad_call_arguments_name_the_parameter():
     p, g, loss = small_problem()
     mon = GradientMonitor(loss)
-    with pytest.raises(ValueError, match=r"`grads\['W1'\]` must have the shape of the matching parameter \(8, 2\); got \(2, 8\)"):
+    with pytest.raises(ValueError, match=r"`grads\['W1'\]` must have the shape of the matching "
+                                         r"parameter \(8, 2\); got \(2, 8\)"):
         mon(0, p, dict(g, W1=g["W1"].T))
     with pytest.raises(ValueError, match="`grads` must have the same entries as params"):
         mon(0, p, {k: g[k] for k in ("W1", "b1", "W2")})

@@ -21,6 +21,7 @@ Numba ``parallel=True`` code inside ``f`` needs care (see ``docs/scale.md``):
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import pickle
 import sys
@@ -41,7 +42,9 @@ _LAYER_CANDIDATES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _loadable(layer) -> bool:
+    # Cached: a failed import is retried (with a file-system search) every time.
     try:
         if layer == "tbb":
             from numba.np.ufunc import parallel as npp

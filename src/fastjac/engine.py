@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._chunking import MIN_BLOCKS_TO_TUNE, TRIAL_FACTORS, TunedBlocks
 from ._inputs import is_multi, pack, pack_like
 from ._strategies import Evaluator, as_output, call_f, choose_strategy
 from ._validate import as_point, describe
@@ -28,11 +29,12 @@ from .steps import absolute_step, eps_for
 __all__ = ["jacobian", "gradient", "jvp", "numeric_jacobian", "jacobian_with_info",
            "JacobianInfo", "DEFAULT_CHUNK_BYTES"]
 
-#: Bytes of one chunk (perturbation stack plus f's output for it).  1 MiB
-#: was best or within a few percent of best on every engine workload in
-#: ``benchmarks/bench_chunking.py``: smaller chunks pay per-call overhead,
-#: one giant stack falls out of cache (see the README's chunking table).
-DEFAULT_CHUNK_BYTES = 1 << 20
+#: Bytes of one chunk (perturbation stack plus f's output for it) to start
+#: from.  ``benchmarks/bench_chunking.py`` found no single best size (64 KiB
+#: to the whole stack): 256 KiB keeps f's temporaries small enough to be
+#: reused by the allocator, and long runs tune upwards from it by
+#: measurement (``_chunking``), to at most 16x (4 MiB).
+DEFAULT_CHUNK_BYTES = 1 << 18
 
 _VECTORIZED_CHOICES = (True, False, "auto")
 _LARGE_RESULT = 256 << 20
@@ -139,9 +141,10 @@ def _result_dtype(x0, fx):
     return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
 
 
-def _block_size(S, n, m, itemsize, max_memory):
+def _block_size(S, n, m, itemsize, max_memory, chunk_bytes=None):
     per_direction = S * (n + m) * itemsize
-    budget = DEFAULT_CHUNK_BYTES if max_memory is None else min(max_memory, DEFAULT_CHUNK_BYTES)
+    chunk_bytes = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    budget = chunk_bytes if max_memory is None else min(max_memory, chunk_bytes)
     if max_memory is not None and per_direction > max_memory:
         raise MemoryError(
             f"`max_memory`={max_memory} bytes is smaller than the stack of one direction "
@@ -366,6 +369,15 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     blocks = list(coordinate_blocks(h, b))
     ev.strategy, first_F = choose_strategy(ev, vectorized, blocks[0], eps)
     fx_flat = fx.reshape(m).astype(dtype)
+    if ev.strategy == "vectorized" and executor is None and len(blocks) >= MIN_BLOCKS_TO_TUNE:
+        # Long in-process run: let the chunk size be tuned on the first blocks
+        # (see _chunking); the probe's block is still the first one.
+        itemsize = np.dtype(ev.stack_dtype).itemsize
+        largest = _block_size(S, n, m, itemsize, max_memory, TRIAL_FACTORS[-1] * DEFAULT_CHUNK_BYTES)
+        tuned = TunedBlocks(h, b, largest, f, (n, m, np.dtype(ev.stack_dtype).str, S))
+        if tuned.factor not in (None, 1):
+            first_F = None  # a remembered larger size: the probe's block is not the first
+        blocks = tuned
 
     def scatter(block, D):
         cols = block.cols
@@ -378,7 +390,8 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     info.strategy = ev.strategy
     info.nfev += S * n
     info.ncalls += ncalls if ev.strategy == "vectorized" else S * n
-    info.nblocks, info.block_size = len(blocks), b
+    info.nblocks = len(blocks)
+    info.block_size = b * getattr(blocks, "factor", 1)
     info.seconds = time.perf_counter() - t_start
     return _assemble(JT, out_shape, x_shape, info)
 

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -147,15 +147,16 @@ class MonitorReport(JacobianCheck):
         return d
 
     def __str__(self) -> str:
-        head = f"gradient check at step {self.training_step}: {'PASS' if self.passed else 'FAIL'} ({self.verdict})"
+        word = "PASS" if self.passed else "FAIL"
+        head = f"gradient check at step {self.training_step}: {word} ({self.verdict})"
         if self.culprits:
             head += "; culprit: " + ", ".join(
                 f"{c} (rel error {self.per_param.get(c, float('nan')):.3g})" for c in self.culprits)
         return head + "\n" + super().__str__()
 
     def __repr__(self) -> str:
-        return (f"MonitorReport(training_step={self.training_step}, passed={self.passed}, verdict={self.verdict!r}, "
-                f"max_rel_error={self.max_rel_error:.3g}, culprits={self.culprits})")
+        return (f"MonitorReport(training_step={self.training_step}, passed={self.passed}, "
+                f"verdict={self.verdict!r}, max_rel_error={self.max_rel_error:.3g}, culprits={self.culprits})")
 
 
 def _make_report(step, entries, verdict, max_rel, per_param, culprits, nfev, seconds, notes,

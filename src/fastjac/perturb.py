@@ -146,6 +146,20 @@ def fill_stack(stack: np.ndarray, x0: np.ndarray, block, offsets) -> None:
 
         _local.filled = (key, x0, restore)
         return
+    idx = block.indices
+    if b == 1 and len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 and np.all(idx[1:] > idx[:-1]):
+        # One group over an ascending run (the diagonal's single color):
+        # basic slices instead of a gather/scatter of every entry.
+        run = slice(int(idx[0]), int(idx[-1]) + 1)
+        for s, c in enumerate(offsets):
+            stack[s, run] = x0[run] + block.steps * stack.dtype.type(c)
+        S = len(offsets)
+
+        def restore(stack, x0):
+            stack[:S, run] = x0[run]
+
+        _local.filled = (key, x0, restore)
+        return
     rows = np.repeat(np.arange(b), np.diff(block.indptr))
     cols = block.indices
     base = x0[cols]
