@@ -418,3 +418,16 @@ def test_complex_step_needs_complex_safe_f_and_says_so():
     # abs is not analytic; its complex extension gives |x + ih| whose imaginary part is 0.
     J = fastjac.jacobian(lambda v: v ** 2, np.array([3.0]), method="complex")
     np.testing.assert_allclose(J, [[6.0]], rtol=1e-15)
+
+
+def test_nested_call_inside_f_does_not_clobber_the_outer_stack():
+    """An f that itself calls fastjac (on the same thread) gets its own buffers."""
+    inner_x = np.linspace(0.1, 1.0, 50)
+
+    def f(v):
+        inner = fastjac.jacobian(np.sin, inner_x, vectorized=True)  # uses a pooled stack too
+        return np.sin(v) * (1 + 0 * inner.sum())
+
+    x = np.linspace(-1, 1, 400)
+    J = fastjac.jacobian(f, x, vectorized=True, max_memory=2 * (400 + 400) * 8 * 16)
+    np.testing.assert_allclose(J, np.diag(np.cos(x)), atol=1e-9)

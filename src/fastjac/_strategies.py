@@ -18,13 +18,14 @@ function can broadcast over a leading axis without error and still be wrong
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._jit import is_numba_dispatcher
 from ._validate import annotate, describe
-from .perturb import DenseDirections, fill_stack, readonly, stack_buffer
+from .perturb import DenseDirections, call_on_stack, fill_stack, readonly, stack_buffer
 from .stencils import Stencil
 
 __all__ = ["Evaluator", "STRATEGIES", "choose_strategy", "call_f", "as_output"]
@@ -140,7 +141,7 @@ def _stack_for(ev, block):
 def evaluate_vectorized(ev, block):
     stack = _stack_for(ev, block)
     where = lambda: _where_block(ev, block)  # noqa: E731 (built only on error)
-    Y = call_f(ev.f, readonly(stack).reshape((stack.shape[0],) + tuple(ev.x_shape)), where)
+    Y = call_f(partial(call_on_stack, ev.f), readonly(stack).reshape((stack.shape[0],) + tuple(ev.x_shape)), where)
     return _finish(ev, Y, stack.shape[0], where)
 
 
@@ -261,7 +262,7 @@ def choose_strategy(ev: Evaluator, vectorized, first_block, eps: float):
     rows = stack.shape[0]
     batch = readonly(stack).reshape((rows,) + tuple(ev.x_shape))
     try:
-        Y = ev.f(batch)
+        Y = call_on_stack(ev.f, batch)
         Y = np.asarray(Y)
         ok = Y.shape == (rows,) + tuple(ev.out_shape) and Y.dtype.kind in "biufc"
     except Exception:

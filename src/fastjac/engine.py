@@ -22,7 +22,7 @@ from ._chunking import MIN_BLOCKS_TO_TUNE, TRIAL_FACTORS, TunedBlocks
 from ._inputs import is_multi, pack, pack_like
 from ._strategies import Evaluator, as_output, call_f, choose_strategy
 from ._validate import as_point, describe
-from .perturb import DenseDirections, coordinate_blocks, readonly, stack_buffer
+from .perturb import CoordinateBlocks, DenseDirections, readonly, stack_buffer
 from .stencils import Stencil, get_stencil
 from .steps import absolute_step, eps_for
 
@@ -366,8 +366,8 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     # its (S, b, m) copy and the combined differences.
     info.peak_bytes = result_bytes + b * (S * n * np.dtype(ev.stack_dtype).itemsize
                                           + (2 * S + len(combos)) * m * dtype.itemsize)
-    blocks = list(coordinate_blocks(h, b))
-    ev.strategy, first_F = choose_strategy(ev, vectorized, blocks[0], eps)
+    blocks = CoordinateBlocks(h, b)
+    ev.strategy, first_F = choose_strategy(ev, vectorized, next(iter(blocks)), eps)
     fx_flat = fx.reshape(m).astype(dtype)
     if ev.strategy == "vectorized" and executor is None and len(blocks) >= MIN_BLOCKS_TO_TUNE:
         # Long in-process run: let the chunk size be tuned on the first blocks

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SparseDirections", "DenseDirections", "coordinate_blocks", "fill_stack",
+__all__ = ["SparseDirections", "DenseDirections", "coordinate_blocks", "CoordinateBlocks", "fill_stack",
+           "call_on_stack",
            "stack_buffer", "readonly"]
 
 
@@ -67,6 +68,21 @@ def coordinate_blocks(h: np.ndarray, block_size: int):
         yield SparseDirections(np.arange(len(cols) + 1), cols, h[cols], cols)
 
 
+class CoordinateBlocks:
+    """The coordinate blocks of :func:`coordinate_blocks` as a lazy sequence:
+    it has a length but builds each block only when iterated, so a run of
+    thousands of blocks holds one at a time."""
+
+    def __init__(self, h: np.ndarray, block_size: int):
+        self.h, self.size = h, block_size
+
+    def __len__(self):
+        return -(-self.h.shape[0] // self.size)
+
+    def __iter__(self):
+        return coordinate_blocks(self.h, self.size)
+
+
 _local = threading.local()
 
 
@@ -83,11 +99,23 @@ def stack_buffer(nbytes: int, dtype, tag: str = "stack") -> np.ndarray:
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
-    buf = pool.get((tag, dtype))
+    # Keyed by nesting depth too: an f that itself calls fastjac (on this
+    # thread, while reading our stack) must get buffers of its own.
+    key = (tag, dtype, getattr(_local, "depth", 0))
+    buf = pool.get(key)
     count = -(-nbytes // dtype.itemsize)
     if buf is None or buf.size < count:
-        buf = pool[(tag, dtype)] = np.empty(count, dtype=dtype)
+        buf = pool[key] = np.empty(count, dtype=dtype)
     return buf[:count]
+
+
+def call_on_stack(f, stack):
+    """Call ``f`` on a pooled stack, one nesting level deeper (see :func:`stack_buffer`)."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        return f(stack)
+    finally:
+        _local.depth -= 1
 
 
 def readonly(arr: np.ndarray) -> np.ndarray:
