@@ -390,8 +390,8 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     info.strategy = ev.strategy
     info.nfev += S * n
     info.ncalls += ncalls if ev.strategy == "vectorized" else S * n
-    info.nblocks = len(blocks)
-    info.block_size = b * getattr(blocks, "factor", 1)
+    info.nblocks = ncalls  # blocks actually evaluated (a tuned run decides as it goes)
+    info.block_size = b * (getattr(blocks, "factor", 1) or 1)
     info.seconds = time.perf_counter() - t_start
     return _assemble(JT, out_shape, x_shape, info)
 
