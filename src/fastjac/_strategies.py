@@ -25,7 +25,8 @@ import numpy as np
 
 from ._jit import is_numba_dispatcher
 from ._validate import annotate, describe
-from .perturb import DenseDirections, call_on_stack, fill_stack, readonly, stack_buffer
+from .perturb import (DenseDirections, call_on_stack, enter_nested, fill_stack, leave_nested,
+                      readonly, stack_buffer)
 from .stencils import Stencil
 
 __all__ = ["Evaluator", "STRATEGIES", "choose_strategy", "call_f", "as_output"]
@@ -86,13 +87,14 @@ class Evaluator:
     offsets: tuple = field(init=False)
 
     def __post_init__(self):
+        self._m = int(np.prod(self.out_shape, dtype=np.int64))
         self.offsets = self.stencil.nonzero[0]
         if self.stencil.complex_step:
             self.offsets = tuple(1j * c for c in self.offsets)
 
     @property
     def m(self) -> int:
-        return int(np.prod(self.out_shape, dtype=np.int64))
+        return self._m
 
     @property
     def n(self) -> int:
@@ -147,30 +149,49 @@ def evaluate_vectorized(ev, block):
 
 def evaluate_loop(ev, block):
     """One call of ``f`` per point, on one reused read-only buffer."""
-    S, b, m = len(ev.offsets), block.size, ev.m
-    F = np.empty((S, b, m), dtype=ev.out_dtype)
+    S, b = len(ev.offsets), block.size
+    out_shape, complex_step = tuple(ev.out_shape), ev.stencil.complex_step
+    # A pooled buffer (a fresh one page-faults on every block); the caller
+    # combines it before the next block, and f runs one nesting level deeper
+    # (enter_nested below) so a fastjac call inside f cannot reuse it.
+    F = stack_buffer(S * b * ev.m * ev.out_dtype.itemsize, ev.out_dtype, "loop").reshape(S, b, ev.m)
+    Fv = F.reshape((S, b) + out_shape)  # f's output is stored without a reshape
     xbuf = ev.x0.astype(ev.stack_dtype, copy=True)
     view = readonly(xbuf).reshape(ev.x_shape)
-    f, x0, out_shape, complex_step = ev.f, ev.x0, tuple(ev.out_shape), ev.stencil.complex_step
-    dense = isinstance(block, DenseDirections)
+    f, x0 = ev.f, ev.x0
     i, c = 0, ev.offsets[0]
+    coordinate = not isinstance(block, DenseDirections) and block.is_coordinate
+    if coordinate:
+        # Every perturbed value of the block at once, as Python scalars: the
+        # per-point work is then one item assignment and one call of f.
+        cols = block.indices.tolist()
+        moved = (x0[block.indices][None, :]
+                 + np.asarray(ev.offsets)[:, None] * block.steps[None, :]).astype(ev.stack_dtype)
+        moved, originals = moved.tolist(), x0[block.indices].tolist()
+    enter_nested()
     try:
         for i in range(b):
-            if dense:
+            if coordinate:
+                j = cols[i]
+                for s in range(S):
+                    xbuf[j] = moved[s][i]
+                    y = f(view)
+                    if type(y) is not np.ndarray or y.shape != out_shape or y.dtype.kind not in "fiub":
+                        y = _checked_output(y, ev, block, i, ev.offsets[s])
+                    # Stored before the buffer moves on: f may return a view of its input.
+                    Fv[s, i] = y.imag if complex_step else y
+                xbuf[j] = originals[i]
+                continue
+            if isinstance(block, DenseDirections):
                 idx, steps = slice(None), block.V[i]
             else:
                 lo, hi = block.indptr[i], block.indptr[i + 1]
                 idx, steps = block.indices[lo:hi], block.steps[lo:hi]
-                if hi - lo == 1:  # the common coordinate case: scalar indexing is cheaper
-                    idx, steps = int(idx[0]), steps[0]
             base = x0[idx]
             for s, c in enumerate(ev.offsets):
                 xbuf[idx] = base + c * steps
-                y = np.asarray(f(view))
-                if y.shape != out_shape or y.dtype.kind not in "biufc":
-                    as_output(y, out_shape, _where_point(ev, block, i, c))
-                # Stored before the buffer moves on: f may return a view of its input.
-                F[s, i] = (y.imag if complex_step else y).reshape(m)
+                y = _checked_output(f(view), ev, block, i, c)
+                Fv[s, i] = y.imag if complex_step else y
             xbuf[idx] = base
     except Exception as exc:
         if isinstance(exc, (TypeError, ValueError)) and str(exc).startswith("`f`"):
@@ -182,7 +203,17 @@ def evaluate_loop(ev, block):
                 "arrays so that the caller's x stays intact; copy inside f "
                 f"(e.g. `x = x.copy()`) before writing to it{where}.") from exc
         raise annotate(exc, f"fastjac: raised by f{where}")
+    finally:
+        leave_nested()
     return F
+
+
+def _checked_output(y, ev, block, i, c):
+    """``y`` as an array of f(x)'s shape, or a clear error naming the point."""
+    y = np.asarray(y)
+    if y.shape != tuple(ev.out_shape) or y.dtype.kind not in "biufc":
+        as_output(y, ev.out_shape, _where_point(ev, block, i, c))
+    return y
 
 
 def _where_point(ev, block, i, c):

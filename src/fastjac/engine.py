@@ -31,9 +31,10 @@ __all__ = ["jacobian", "gradient", "jvp", "numeric_jacobian", "jacobian_with_inf
 
 #: Bytes of one chunk (perturbation stack plus f's output for it) to start
 #: from.  ``benchmarks/bench_chunking.py`` found no single best size (64 KiB
-#: to the whole stack): 256 KiB keeps f's temporaries small enough to be
-#: reused by the allocator, and long runs tune upwards from it by
-#: measurement (``_chunking``), to at most 16x (4 MiB).
+#: to the whole stack).  256 KiB keeps an elementwise f's temporaries (half
+#: the chunk each) under glibc's 128 KiB mmap threshold, so they are reused
+#: from the heap instead of being mapped and page-faulted on every call; long
+#: runs tune upwards from it by measurement (``_chunking``), to at most 4 MiB.
 DEFAULT_CHUNK_BYTES = 1 << 18
 
 _VECTORIZED_CHOICES = (True, False, "auto")
@@ -369,6 +370,13 @@ def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executo
     blocks = CoordinateBlocks(h, b)
     ev.strategy, first_F = choose_strategy(ev, vectorized, next(iter(blocks)), eps)
     fx_flat = fx.reshape(m).astype(dtype)
+    if ev.strategy != "vectorized":
+        # Point-by-point paths hold no stack, only f's outputs (S, b, m): larger
+        # blocks cut the per-block overhead (1 MiB of outputs, cache-sized).
+        b = max(b, min(n, (4 * DEFAULT_CHUNK_BYTES) // max(1, S * m * dtype.itemsize)))
+        if max_memory is not None:
+            b = max(1, min(b, max_memory // max(1, S * m * dtype.itemsize)))
+        blocks = CoordinateBlocks(h, b)
     if ev.strategy == "vectorized" and executor is None and len(blocks) >= MIN_BLOCKS_TO_TUNE:
         # Long in-process run: let the chunk size be tuned on the first blocks
         # (see _chunking); the probe's block is still the first one.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["SparseDirections", "DenseDirections", "coordinate_blocks", "CoordinateBlocks", "fill_stack",
-           "call_on_stack",
+           "call_on_stack", "enter_nested", "leave_nested",
            "stack_buffer", "readonly"]
 
 
@@ -109,13 +109,22 @@ def stack_buffer(nbytes: int, dtype, tag: str = "stack") -> np.ndarray:
     return buf[:count]
 
 
+def enter_nested() -> None:
+    """Buffers requested from here on belong to a nested fastjac call."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+
+
+def leave_nested() -> None:
+    _local.depth -= 1
+
+
 def call_on_stack(f, stack):
     """Call ``f`` on a pooled stack, one nesting level deeper (see :func:`stack_buffer`)."""
-    _local.depth = getattr(_local, "depth", 0) + 1
+    enter_nested()
     try:
         return f(stack)
     finally:
-        _local.depth -= 1
+        leave_nested()
 
 
 def readonly(arr: np.ndarray) -> np.ndarray:
