@@ -1,9 +1,9 @@
-"""Where the default chunk size comes from: the engine at several chunk sizes.
+"""Where the chunking policy comes from: the engine at fixed chunk sizes, and tuned.
 
-Group ``chunking|{workload}|n={n}``; the id is the chunk size in KiB
-(``whole`` = the entire ±h stack in one call).  The default,
-``fastjac.engine.DEFAULT_CHUNK_BYTES``, is the size that was best or close to
-best on every workload here.
+Group ``chunking|{workload}|n={n}``; the id is the chunk size in KiB with the
+tuner off (``whole`` = the entire ±h stack in one call), or ``tuned``: the
+default policy (start at ``DEFAULT_CHUNK_BYTES``, tune by measurement, see
+``fastjac._chunking``), measured after its first call has tuned it.
 """
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import fastjac
 import fastjac.engine as engine
 from fastjac._workloads import make
 
-CHUNKS_KIB = [64, 128, 256, 512, 1024, 4096, "whole"]
+CHUNKS_KIB = [64, 128, 256, 512, 1024, 4096, "whole", "tuned"]
 
 
 @pytest.mark.parametrize("n", [1000, 3000])
@@ -21,8 +21,10 @@ CHUNKS_KIB = [64, 128, 256, 512, 1024, 4096, "whole"]
 def test_chunking(benchmark, monkeypatch, workload, n, chunk):
     f, x, J_exact = make(workload, n)
     m = int(np.size(f(x)))
-    nbytes = (2 * n * (n + m) * 8 + 1) if chunk == "whole" else chunk * 1024
-    monkeypatch.setattr(engine, "DEFAULT_CHUNK_BYTES", nbytes)
+    if chunk != "tuned":
+        nbytes = (2 * n * (n + m) * 8 + 1) if chunk == "whole" else chunk * 1024
+        monkeypatch.setattr(engine, "DEFAULT_CHUNK_BYTES", nbytes)
+        monkeypatch.setattr(engine, "MIN_BLOCKS_TO_TUNE", 10 ** 9)  # fixed size: no tuning
     run = lambda: fastjac.jacobian(f, x, vectorized=True)  # noqa: E731
     run()
     benchmark.group = f"chunking|{workload}|n={n}"

@@ -106,7 +106,7 @@ def _runner(impl, name, n):
         # The same chunking the engine settles on (after its tuning, if any).
         for _ in range(2):
             _, info = jacobian_with_info(f, x, vectorized=True)
-        b = info.block_size
+        b = min(info.block_size, x.size)
         stack = np.repeat(x[None], 2 * b, axis=0)
         calls = math.ceil(x.size / b)
 

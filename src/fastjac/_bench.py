@@ -302,7 +302,11 @@ def plot(data, path):
     cols = min(3, len(series))
     rows = -(-len(series) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    styles = {"reference-loop": ("tab:gray", "o"), "loop": ("tab:gray", "o"), "fastjac": ("tab:blue", "s"), "scipy": ("tab:orange", "^")}
+    # One fixed style per implementation, so no two lines share a colour.
+    styles = {"reference-loop": ("tab:gray", "o"), "loop": ("tab:gray", "o"),
+              "fastjac": ("tab:blue", "s"), "fastjac-vectorized": ("tab:blue", "s"),
+              "scipy": ("tab:orange", "^"), "fastjac-loop": ("tab:purple", "v"),
+              "fastjac-numba": ("tab:green", "D"), "f-alone": ("tab:red", "x")}
     for ax, (w, lines) in zip(axes.flat, series.items()):
         for impl, pts in lines.items():
             pts.sort()

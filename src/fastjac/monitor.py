@@ -278,7 +278,29 @@ class _Layout:
         raise IndexError(j)
 
 
+_LAYOUTS: dict = {}
+
+
 def _layout_of(params, grads):
+    """Validate ``params``/``grads`` and return their layout (cached per
+    structure: this runs on every training step)."""
+    if isinstance(params, dict) and isinstance(grads, dict) and params.keys() == grads.keys():
+        try:
+            key = tuple((k, v.shape, v.dtype.str, g.shape, g.dtype.str)
+                        for (k, v), g in zip(params.items(), (grads[k] for k in params)))
+        except AttributeError:  # not arrays: take the validating path
+            key = None
+        layout = _LAYOUTS.get(key) if key is not None else None
+        if layout is not None:
+            return layout, list(params.values()), [grads[k] for k in params]
+        result = _layout_uncached(params, grads)
+        if key is not None and len(_LAYOUTS) < 64:
+            _LAYOUTS[key] = result[0]
+        return result
+    return _layout_uncached(params, grads)
+
+
+def _layout_uncached(params, grads):
     keys, labels, parrs = _items(params, "params")
     kind = "dict" if isinstance(params, dict) else "tuple"
     if kind == "dict" and isinstance(grads, dict) and set(grads) == set(keys):
