@@ -721,11 +721,14 @@ def _sce_ref(Y, Z):
     return _cem_ref(Y, _softmax_ref(Z))
 
 
-# softmax-CE: fully fused kernel (exp in Numba) wins 2.5-5.8x up to ~640
-# elements; above, numpy's exp + one fused Numba pass for sums/log/loss/grad.
-SCE_FULLY_FUSED = 4096
-SCE = Threshold("always (fully fused kernel when n*B <= 4096, else numpy exp + fused kernel)", ALWAYS.test,
-                "timeit, softmax-CE value+grad vs notebook expression")
+# softmax-CE: the fully fused kernel (exp in Numba) wins 1.4-3x up to ~1024
+# elements; above, numpy's exp + one fused Numba pass for sums/log/loss/grad
+# wins 1.3-2.8x for batches.  A single long column (B <= 4, n > 1024) is
+# faster in numpy (fused 0.63x, hybrid 0.72x at B=1, n=4096 in bench_nn.py).
+SCE_FULLY_FUSED = 1024
+SCE = Threshold("except B <= 4 with n > 1024 (fully fused when n*B <= 1024, else numpy exp + fused kernel)",
+                lambda n, B, s: not (B <= 4 and n > 1024),
+                "bench_nn.py softmax_cross_entropy value_and_grad, B in {1,64,1024} x n in {10,...,4096}")
 
 cross_entropy = Loss("cross_entropy", _ce_value, _ce_grad, lambda y, a: float(-np.sum(y * np.log(a))),
                      "-sum(y log a)", "-y / a")
