@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastjac
+from fastjac._demo import cross_entropy_loss, cross_entropy_loss_many, notebook_checks, softmax
 from fastjac.engine import jacobian_with_info
 from fastjac.reference import numeric_jacobian as oracle
 from fastjac.stencils import STENCILS
@@ -106,61 +107,20 @@ def test_paths_agree_with_each_other(x_shape, out_shape, seed):
 
 # --- the notebook's examples: the published accuracy -------------------
 
-def softmax(Z):
-    Z = Z - np.max(Z, axis=0, keepdims=True)
-    e = np.exp(Z)
-    return e / np.sum(e, axis=0, keepdims=True)
-
-
-def sigmoid(Z):
-    return 1 / (1 + np.exp(-Z))
-
-
-def cross_entropy_loss(y, a):
-    return -np.sum(y * np.log(a))
-
-
-def cross_entropy_loss_many(Y, A):
-    m = Y.shape[1]
-    J = -np.sum(Y * np.log(np.maximum(A, 1e-10)), axis=0, keepdims=True)
-    return np.sum(J) / m
-
-
-def notebook_cases():
-    rng = np.random.default_rng(0)
-    z = np.array([1.0, 2.0, 3.0])
-    y = np.array([0.2, 0.0, 0.8])
-    cases = []
-    a = sigmoid(z)
-    cases.append(("sigmoid", sigmoid, z, np.diag(a * (1 - a))))
-    a = np.tanh(z)
-    cases.append(("tanh", np.tanh, z, np.diag(1 - a ** 2)))
-    a = softmax(z)
-    cases.append(("softmax", softmax, z, np.diag(a) - np.outer(a, a)))
-    cases.append(("softmax-CE", lambda z: cross_entropy_loss(y, softmax(z)), z, a - y))
-    W, b, x = rng.random((3, 4)), rng.random(3), rng.random(4)
-    a = softmax(W @ x + b)
-    cases.append(("dense dW", lambda W: cross_entropy_loss(y, softmax(W @ x + b)), W, np.outer(a - y, x)))
-    cases.append(("dense dx", lambda x: cross_entropy_loss(y, softmax(W @ x + b)), x, (a - y) @ W))
-    cases.append(("dense db", lambda b: cross_entropy_loss(y, softmax(W @ x + b)), b, a - y))
-    # New names: the lambdas above close over W, b and x (late binding).
-    W2, b2, X = rng.random((3, 4)), rng.random((3, 1)), rng.random((4, 2))
-    Y = softmax(rng.random((3, 2)))
-    A = softmax(W2 @ X + b2)
-    dZ = (A - Y) / 2
-    cases.append(("batch dW", lambda W: cross_entropy_loss_many(Y, softmax(W @ X + b2)), W2, dZ @ X.T))
-    cases.append(("batch dX", lambda X: cross_entropy_loss_many(Y, softmax(W2 @ X + b2)), X, W2.T @ dZ))
-    cases.append(("batch db", lambda b: cross_entropy_loss_many(Y, softmax(W2 @ X + b)), b2, dZ @ np.ones((2, 1))))
-    return cases
-
-
-CASES = notebook_cases()
+CASES = [(c.name, c.f, c.x, c.expected) for c in notebook_checks(seed=0)]
 # The published accuracy, float64, max abs error.
 ACCURACY = {("central", None): 1e-9, ("central", 4): 1e-12, ("complex", None): 1e-14}
 
 
-@pytest.mark.parametrize("method,order", list(ACCURACY))
-@pytest.mark.parametrize("name,f,x,expected", CASES, ids=[c[0] for c in CASES])
+# Cross-entropy w.r.t. a sits 0.1 from log's singularity: central differences are
+# held to their own error-model bound there (next test); the complex step is not.
+ACCURACY_CASES = [
+    pytest.param(name, f, x, expected, method, order, id=f"{name}-{method}-{order}")
+    for (name, f, x, expected) in CASES for (method, order) in ACCURACY
+    if not (name.startswith("cross-entropy") and method == "central")]
+
+
+@pytest.mark.parametrize("name,f,x,expected,method,order", ACCURACY_CASES)
 def test_notebook_accuracy(name, f, x, expected, method, order):
     J = fastjac.jacobian(f, x, method=method, order=order)
     assert np.max(np.abs(J - expected)) <= ACCURACY[(method, order)]

@@ -18,10 +18,10 @@ nothing is evaluated twice.
 from __future__ import annotations
 
 import time
-import weakref
 
 import numpy as np
 
+from ._memo import FunctionMemo
 from .perturb import SparseDirections
 
 __all__ = ["TunedBlocks", "TRIAL_FACTORS"]
@@ -32,21 +32,7 @@ _TRIALS_PER_FACTOR = 2
 #: Tune only when the run has at least this many default-size chunks.
 MIN_BLOCKS_TO_TUNE = 4
 
-_remembered: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _recall(f, key):
-    try:
-        return _remembered.get(f, {}).get(key)
-    except TypeError:
-        return None
-
-
-def _remember(f, key, factor):
-    try:
-        _remembered.setdefault(f, {})[key] = factor
-    except TypeError:
-        pass
+_remembered = FunctionMemo()
 
 
 class TunedBlocks:
@@ -72,7 +58,7 @@ class TunedBlocks:
         self.h, self.n = h, h.shape[0]
         self.base, self.largest = base, max(base, largest)
         self.f, self.key = f, key
-        known = _recall(f, key) if f is not None else None
+        known = _remembered.get(f, key) if f is not None else None
         self.factor = known
         tune = known is None and self.n >= MIN_BLOCKS_TO_TUNE * base
         factors = [c for c in TRIAL_FACTORS if c * base <= self.largest] if tune else []
@@ -102,7 +88,7 @@ class TunedBlocks:
                 if self.factor is None:
                     self.factor = min(self.timings, key=self.timings.get)
                     if self.f is not None and self.complete:
-                        _remember(self.f, self.key, self.factor)
+                        _remembered.set(self.f, self.key, self.factor)
                 factor, last_factor = self.factor, None
             cols = np.arange(start, min(self.n, start + factor * self.base))
             start = cols[-1] + 1

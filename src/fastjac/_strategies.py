@@ -17,13 +17,13 @@ function can broadcast over a leading axis without error and still be wrong
 """
 from __future__ import annotations
 
-import weakref
 from functools import partial
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._jit import is_numba_dispatcher
+from ._memo import FunctionMemo
 from ._validate import annotate, describe
 from .perturb import (DenseDirections, call_on_stack, enter_nested, fill_stack, leave_nested,
                       readonly, stack_buffer)
@@ -251,21 +251,7 @@ STRATEGIES = {
 }
 
 # Decisions of vectorized="auto", per function, input shape and dtype.
-_decisions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _cached_decision(f, key):
-    try:
-        return _decisions.get(f, {}).get(key)
-    except TypeError:  # not weak-referenceable
-        return None
-
-
-def _remember(f, key, value):
-    try:
-        _decisions.setdefault(f, {})[key] = value
-    except TypeError:
-        pass
+_decisions = FunctionMemo()
 
 
 def _fallback(f, x_shape, stencil):
@@ -285,7 +271,7 @@ def choose_strategy(ev: Evaluator, vectorized, first_block, eps: float):
     if vectorized is False:
         return _fallback(ev.f, ev.x_shape, ev.stencil), None
     key = (tuple(ev.x_shape), ev.x0.dtype.str, tuple(ev.out_shape), ev.stencil.complex_step)
-    known = _cached_decision(ev.f, key)
+    known = _decisions.get(ev.f, key)
     if known is not None:
         return known, None
 
@@ -320,7 +306,7 @@ def choose_strategy(ev: Evaluator, vectorized, first_block, eps: float):
                 ok = False
                 break
     strategy = "vectorized" if ok else _fallback(ev.f, ev.x_shape, ev.stencil)
-    _remember(ev.f, key, strategy)
+    _decisions.set(ev.f, key, strategy)
     if ok:
         if ev.stencil.complex_step:
             Y = Y.imag

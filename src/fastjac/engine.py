@@ -192,7 +192,7 @@ class _Prepared:
 
 
 def _prepare(f, x, method, order, step, vectorized, max_memory):
-    """Validate, evaluate ``f(x)`` and choose steps (structured and sampled paths)."""
+    """Validate, evaluate ``f(x)`` and choose steps: the first steps of every path."""
     stencil = get_stencil(method, order)
     _check_options(vectorized, max_memory)
     x0 = as_point(x)
@@ -338,17 +338,9 @@ def jacobian_with_info(f, x, *, method="central", order=None, step=None, vectori
 def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executor, progress,
                    combos):
     t_start = time.perf_counter()
-    stencil = get_stencil(method, order)
-    _check_options(vectorized, max_memory)
-    x0 = as_point(x)
-    x_shape = x0.shape
-    x0 = x0.reshape(-1)
-    _check_step(step, x0)
-    fx = _evaluate_f0(f, x0, x_shape)
-    out_shape, n, m = fx.shape, x0.size, fx.size
-    eps = eps_for(x0.dtype, fx.dtype)
-    h = absolute_step(x0, stencil, eps, None if step is None else np.ravel(step))
-    dtype = _result_dtype(x0, fx)
+    p = _prepare(f, x, method, order, step, vectorized, max_memory)
+    stencil, x0, x_shape, fx, out_shape = p.stencil, p.x0, p.x_shape, p.fx, p.out_shape
+    n, m, eps, h, dtype = p.n, p.m, p.eps, p.h, p.dtype
     combos = [stencil.weights] + list(combos or [])
 
     result_bytes = len(combos) * n * m * dtype.itemsize
