@@ -160,7 +160,6 @@ def test_auto_decision_is_cached():
 
 
 def test_numeric_jacobian_drop_in_matches_notebook_loop():
-    rng = np.random.default_rng(3)
     for name, f, x, _ in CASES:
         np.testing.assert_allclose(fastjac.numeric_jacobian(x, f), oracle(x, f),
                                    rtol=0, atol=1e-9, err_msg=name)

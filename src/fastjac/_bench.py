@@ -274,7 +274,7 @@ def cpu_of(data):
 
 
 class MissingMatplotlib(ImportError):
-    pass
+    """matplotlib (the ``plot`` extra) is needed for ``--plot``."""
 
 
 def plot(data, path):

@@ -33,7 +33,7 @@ from ._report import VERDICTS, JacobianCheck, Mismatch
 from ._validate import as_point, describe
 from .engine import jacobian_with_info
 from .stencils import get_stencil
-from .steps import absolute_step, eps_for, relative_step
+from .steps import eps_for, relative_step
 
 __all__ = ["check_jacobian", "check_grad", "check_vjp", "check_jvp", "assert_jacobian",
            "assert_grad", "assert_vjp", "assert_jvp", "numeric_jacobian_test", "GRAD_MODES"]
@@ -180,7 +180,6 @@ def _run(problem: _Problem, opts, tol, dtype, kind, nfev0=0, notes=()):
         Q, noiseQ = C @ Jn, np.abs(C) @ noise_J
     E = problem.expected
     tolQ = problem.tol(Q, Jn)
-    R = Q.shape[0]
     status = np.full(Q.shape, "ok", dtype=object)
     second = np.full(Q.shape, np.nan)
     with np.errstate(invalid="ignore", over="ignore"):
