@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import fastjac
+from fastjac import _parallel
 from fastjac.reference import numeric_jacobian as reference_loop
 
 SIZES = [1_000, 10_000, 100_000]
@@ -181,13 +182,9 @@ def _mix(x):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    pytest.importorskip("distributed")
+    with _parallel.loopback_cluster(n_workers=2) as client:
+        yield client
 
 
 @pytest.mark.parametrize("impl", ["in-process", "threads-2", "dask-local-2"])

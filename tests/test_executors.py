@@ -26,13 +26,9 @@ def mix(x):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    pytest.importorskip("distributed")
+    with _parallel.loopback_cluster(n_workers=2) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ Numba ``parallel=True`` code inside ``f`` needs care (see ``docs/scale.md``):
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import collections
 import functools
 import logging
@@ -241,3 +243,28 @@ def map_blocks(executor, ev, blocks, first_F=None, on_done=None):
                 fut.cancel()
         if owned:
             pool.shutdown(wait=True)
+
+
+@contextmanager
+def loopback_cluster(n_workers: int = 2):
+    """A private dask ``LocalCluster`` on 127.0.0.1 and its ``Client`` (tests, benchmarks).
+
+    The dashboard gets a port the OS reports free: dask's default, 8787, may
+    be taken (another cluster, a second test run on the machine), and dask's
+    fallback for a taken port leaks a socket.
+    """
+    import socket
+
+    import distributed
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=f"127.0.0.1:{port}")
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
