@@ -263,3 +263,15 @@ def test_caller_arrays_untouched():
     x, E = Z.copy(), DSIG.copy()
     fastjac.check_jacobian(sigmoid, x, E * 2)
     assert np.array_equal(x, Z) and np.array_equal(E, DSIG)
+
+
+def test_relative_error_of_zero_entries_is_not_a_hundred_percent():
+    """An analytic 0 against a numeric -1e-17 is agreement, not a 100% error:
+    relative errors are taken against max(|expected|, |numeric|, atol)."""
+    x = np.array([0.5, -1.0, 2.0])
+    wrong = np.diag(1 - np.tanh(x) ** 2) * 1.01
+    report = fastjac.check_jacobian(np.tanh, x, wrong)
+    assert not report.passed
+    # The only real errors are the 1% ones on the diagonal.
+    assert report.max_rel_error == pytest.approx(0.01 / 1.01, rel=1e-3)
+    assert all(w.rel_error < 0.02 for w in report.worst)

@@ -390,3 +390,22 @@ def test_nested_call_inside_f_does_not_clobber_the_outer_stack():
     x = np.linspace(-1, 1, 400)
     J = fastjac.jacobian(f, x, vectorized=True, max_memory=2 * (400 + 400) * 8 * 16)
     np.testing.assert_allclose(J, np.diag(np.cos(x)), atol=1e-9)
+
+
+def test_f_must_be_callable():
+    for call in (lambda: fastjac.jacobian(3, np.ones(2)), lambda: fastjac.jvp("f", np.ones(2), np.ones(2))):
+        with pytest.raises(TypeError, match="`f` must be callable; got 3|`f` must be callable; got 'f'"):
+            call()
+
+
+def test_executor_must_have_submit():
+    with pytest.raises(TypeError, match="`executor` must be a concurrent.futures.Executor"):
+        fastjac.jacobian(np.sin, np.ones(3), executor="threads")
+
+
+@pytest.mark.parametrize("vectorized", [True, False, "auto"])
+def test_boolean_output_is_differentiated_as_zero_one(vectorized):
+    """A step function returning booleans: 0/1 values, zero slope away from the step."""
+    J = fastjac.jacobian(lambda v: v > 0, np.array([-1.0, 2.0]), vectorized=vectorized)
+    assert J.dtype == np.float64
+    np.testing.assert_array_equal(J, np.zeros((2, 2)))

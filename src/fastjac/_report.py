@@ -132,6 +132,8 @@ class JacobianCheck:
     error_norm : float
         ``||expected - numeric||`` (the notebook's figure).
     max_abs_error, max_rel_error : float
+        Largest ``|expected - numeric|``, and largest
+        ``|expected - numeric| / max(|expected|, |numeric|, atol)``.
     worst : list of Mismatch
         The entries furthest outside their tolerance, worst first.
     noise : ndarray

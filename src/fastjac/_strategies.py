@@ -129,6 +129,8 @@ def _finish(ev, Y, rows, where):
             f"Pass vectorized=False if f takes one point at a time.")
     if ev.stencil.complex_step:
         Y = Y.imag
+    elif Y.dtype.kind == "b":  # booleans as 0/1: numpy cannot subtract them
+        Y = Y.astype(ev.out_dtype)
     return Y.reshape(len(ev.offsets), rows // len(ev.offsets), ev.m)
 
 
@@ -289,7 +291,7 @@ def choose_strategy(ev: Evaluator, vectorized, first_block, eps: float):
         # single calls.  Row-mixing bugs show at the size of the step
         # (~EPS**(1/3) relative), far above batching round-off (~n*EPS); the
         # threshold 8*EPS**(2/3) sits between the two.
-        Y = np.array(Y, copy=True)
+        Y = np.array(Y, copy=True, dtype=np.float64 if Y.dtype.kind == "b" else None)
         tol = 8 * eps ** (2 / 3)
         for r in sorted({0, rows // 2, rows - 1}):
             try:
@@ -300,6 +302,8 @@ def choose_strategy(ev: Evaluator, vectorized, first_block, eps: float):
             if single.shape != tuple(ev.out_shape):
                 ok = False
                 break
+            if single.dtype.kind == "b":
+                single = single.astype(np.float64)
             scale = max(1.0, float(np.max(np.abs(single), initial=0.0)))
             diff = np.abs(Y[r] - single)
             if not (np.all(diff <= tol * scale) or np.array_equal(Y[r], single, equal_nan=True)):
@@ -310,5 +314,7 @@ def choose_strategy(ev: Evaluator, vectorized, first_block, eps: float):
     if ok:
         if ev.stencil.complex_step:
             Y = Y.imag
+        elif Y.dtype.kind == "b":
+            Y = Y.astype(ev.out_dtype)
         return strategy, Y.reshape(len(ev.offsets), first_block.size, ev.m)
     return strategy, None

@@ -245,12 +245,9 @@ def _run(problem: _Problem, opts, tol, dtype, kind, nfev0=0, notes=()):
     if counts["noise"]:
         notes.append("some entries differ by more than the tolerance but a second estimate at a "
                      "quarter of the step agrees with the expected values: finite-difference noise.")
-    worst = _worst(Q, E, err, tolQ, noiseQ, status, second, problem)
+    worst = _worst(Q, E, err, tolQ, noiseQ, status, second, problem, atol=tol.atol)
     finite = ~bad
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Symmetric relative error: bounded, and 0 for 0/0.
-        big = np.maximum(np.abs(E), np.abs(Q))
-        rel = np.where(big > 0, err / np.where(big > 0, big, 1.0), 0.0)
+    rel = _relative_error(err, E, Q, tol.atol)
     shape = problem.shape or Q.shape
     return JacobianCheck(
         passed=VERDICTS[verdict], verdict=verdict, numeric=Q.reshape(shape),
@@ -302,7 +299,16 @@ def _verdict(counts):
     return "pass"
 
 
-def _worst(Q, E, err, tolQ, noiseQ, status, second, problem, n=_WORST):
+def _relative_error(err, expected, numeric, atol):
+    """``err / max(|expected|, |numeric|, atol)``: symmetric, bounded, and small
+    where both values are zero to within ``atol`` (a raw ratio would call
+    0 against -1e-17 a 100% error)."""
+    scale = np.maximum(np.maximum(np.abs(expected), np.abs(numeric)), atol)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, err / np.where(scale > 0, scale, 1.0), 0.0)
+
+
+def _worst(Q, E, err, tolQ, noiseQ, status, second, problem, n=_WORST, atol=0.0):
     severity = {"nan": 4, "bug": 3, "non-differentiable": 2, "noise": 1, "ok": 0}
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.nan_to_num(err / np.where(tolQ > 0, tolQ, 1e-300), nan=np.inf, posinf=np.inf)
@@ -317,7 +323,7 @@ def _worst(Q, E, err, tolQ, noiseQ, status, second, problem, n=_WORST):
         out.append(Mismatch(
             output_index=problem.out_label(int(r)), input_index=problem.in_label(int(j)),
             expected=e, numeric=q, abs_error=ab,
-            rel_error=ab / max(abs(e), abs(q)) if max(abs(e), abs(q)) > 0 else 0.0,
+            rel_error=float(_relative_error(ab, e, q, atol)),
             tolerance=float(tolQ[r, j]), noise=float(noiseQ[r, j]), status=str(status[r, j]),
             second_opinion=None if np.isnan(second[r, j]) else float(second[r, j])))
     return out

@@ -191,8 +191,21 @@ class _Prepared:
     dtype: np.dtype
 
 
+def _check_callable(f):
+    if not callable(f):
+        raise TypeError(f"`f` must be callable; got {describe(f)}.")
+
+
+def _check_executor(executor):
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            "`executor` must be a concurrent.futures.Executor or an object with the same "
+            f"submit() method (e.g. a dask.distributed Client); got {describe(executor)}.")
+
+
 def _prepare(f, x, method, order, step, vectorized, max_memory):
     """Validate, evaluate ``f(x)`` and choose steps: the first steps of every path."""
+    _check_callable(f)
     stencil = get_stencil(method, order)
     _check_options(vectorized, max_memory)
     x0 = as_point(x)
@@ -307,6 +320,8 @@ def jacobian_with_info(f, x, *, method="central", order=None, step=None, vectori
     ``info.extra`` come back in the same container (``output='sparse'``: one
     CSR column block per input).
     """
+    _check_callable(f)
+    _check_executor(executor)
     options = dict(method=method, order=order, vectorized=vectorized, max_memory=max_memory,
                    executor=executor, progress=progress, combos=combos)
     structured = sparsity is not None or output != "dense"
@@ -566,6 +581,7 @@ def jvp(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
 
 def jvp_with_info(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
     """:func:`jvp` plus its :class:`JacobianInfo` (``step`` holds ``t`` per direction)."""
+    _check_callable(f)
     if is_multi(x):
         flat, spec = pack(x)
         vflat, _ = pack_like(spec, v)
