@@ -142,6 +142,8 @@ def test_check_function_that_raises_is_exit_1_without_traceback(user_module):
     (["layer.py:not_callable", "--shape", "3"], "not callable"),
     (["layer.py", "--shape", "3"], "MODULE:FUNC"),
     (["layer.py:f", "--shape", "3,a"], "`--shape`"),
+    (["layer.py:f", "--shape", "3,x"], "`--shape`"),   # once parsed as (3,)
+    (["layer.py:f", "--shape", "3,,4"], "`--shape`"),
     (["layer.py:f", "--shape", "0"], "`--shape`"),
     (["layer.py:f", "--shape", "3", "--dtype", "int8"], "`--dtype` must be one of"),
     (["layer.py:f", "--shape", "3", "--method", "centre"], "`--method` must be one of"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 __all__ = ["main"]
@@ -220,11 +221,15 @@ _DTYPES = ("float32", "float64")
 
 
 def _parse_shape(text):
-    cleaned = text.strip().strip("()[] ").replace("x", ",").replace(" ", "")
+    """``"3,4"``, ``"3x4"``, ``"(3, 4)"`` or ``"3,"`` -> a tuple; anything else is an error."""
+    cleaned = text.strip().strip("()[] ").replace(" ", "")
     if cleaned == "":
         return ()
+    parts = re.split(r"[,x]", cleaned)
+    if len(parts) > 1 and parts[-1] == "" and cleaned.endswith(","):
+        parts = parts[:-1]  # "3," as in a Python tuple
     try:
-        shape = tuple(int(s) for s in cleaned.split(",") if s != "")
+        shape = tuple(int(s) for s in parts)  # an empty or non-integer part raises
     except ValueError:
         raise UsageError(f"`--shape` must be comma-separated positive integers such as 3,4; "
                          f"got {text!r}.") from None
