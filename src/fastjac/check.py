@@ -842,7 +842,8 @@ def check_jvp(f, x, jvp_fn, *, directions=4, seed=None, rtol=None, atol=None, **
 # ---------------------------------------------------------------------------
 def _assert(report):
     if not report.passed:
-        raise AssertionError("\n" + str(report))
+        # The headline first: pytest's short summary shows the first line.
+        raise AssertionError(str(report))
     return report
 
 
