@@ -43,6 +43,11 @@ def _table(data):
     return out
 
 
+def cell(text):
+    """A group name as a table cell: its ``|`` separators would split the cell."""
+    return str(text).replace("|", " · ")
+
+
 def fmt(seconds):
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} µs" if seconds < 1e-5 else f"{seconds * 1e6:.0f} µs"
@@ -124,11 +129,25 @@ def generic(data, base=None):
     for g in t:
         r = t[g]
         for impl, s in r.items():
-            row = f"| {g} | {impl} | {fmt(s)} |"
+            row = f"| {cell(g)} | {impl} | {fmt(s)} |"
             if base:
                 ref = r.get(base)
                 row += f" {s / ref:.3f} |" if ref else " - |"
             lines.append(row)
+    return "\n".join(lines)
+
+
+def monitor(data):
+    """Paired rounds: the monitored median and, from extra_info, plain and screen-only."""
+    lines = ["| workload | plain | screen only | monitor (defaults) | screen ÷ plain | monitor ÷ plain |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for b in data["benchmarks"]:
+        e, s = b.get("extra_info", {}), b["stats"]["median"]
+        plain, screen = e.get("plain_median"), e.get("screen_median")
+        if not plain:
+            continue
+        lines.append(f"| {cell(b['group'].split('|', 1)[1])} | {fmt(plain)} | {fmt(screen)} | {fmt(s)} "
+                     f"| {screen / plain:.3f} | {s / plain:.3f} |")
     return "\n".join(lines)
 
 
@@ -138,7 +157,7 @@ SECTIONS = {
     "nn": nn,
     "check": lambda d: generic(d, "one-loss-eval"),
     "scale": generic,
-    "monitor": lambda d: generic(d, "plain"),
+    "monitor": monitor,
 }
 
 

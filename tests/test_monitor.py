@@ -377,3 +377,61 @@ def test_example_main_runs_and_catches_the_bug(capsys):
     assert out["caught_at"] == 60 and out["culprits"] == ["params['W1']"]
     text = capsys.readouterr().out
     assert "caught at step 60" in text and "final loss" in text
+
+
+class _ConvergingSoftmaxLayer:
+    """A float32 softmax layer trained past convergence: its loss (~1e-4) is a
+    logit minus its log-sum-exp (~10 each), so the loss's round-off is far
+    above EPS * |loss|.  Checks with only the EPS * |loss| model raised false
+    alarms here (4 in 4 runs of 2000 steps) before the round-off probe."""
+
+    def __init__(self, seed, n=128, batch=16):
+        rng = np.random.default_rng(seed)
+        f32 = np.float32
+        self.X = rng.standard_normal((n, batch)).astype(f32)
+        self.Y = np.eye(n, dtype=f32)[:, rng.integers(0, n, batch)]
+        self.params = {"W": (rng.standard_normal((n, n)) * 0.03).astype(f32),
+                       "b": np.zeros((n, 1), f32)}
+        self.batch = batch
+
+    def loss(self, q):
+        Z = q["W"] @ self.X + q["b"]
+        mx = Z.max(axis=-2, keepdims=True)
+        lse = np.log(np.exp(Z - mx).sum(axis=-2, keepdims=True)) + mx
+        return -np.sum(self.Y * (Z - lse), axis=(-2, -1)) / self.batch
+
+    def grads(self, q):
+        Z = q["W"] @ self.X + q["b"]
+        e = np.exp(Z - Z.max(axis=0))
+        dZ = (e / e.sum(axis=0)) - self.Y
+        dZ *= np.float32(1.0 / self.batch)
+        return {"W": dZ @ self.X.T, "b": dZ.sum(axis=1, keepdims=True)}
+
+
+def _train(layer, monitor, steps, bug_from=None):
+    p = layer.params
+    for step in range(steps):
+        g = layer.grads(p)
+        if bug_from is not None and step >= bug_from:
+            g = {"W": g["W"] * np.float32(0.5), "b": g["b"]}
+        monitor(step, p, g)
+        p["W"] -= np.float32(0.1) * g["W"]
+        p["b"] -= np.float32(0.1) * g["b"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_false_alarm_when_loss_round_off_exceeds_eps_times_loss(seed):
+    layer = _ConvergingSoftmaxLayer(seed)
+    monitor = GradientMonitor(layer.loss, every=100, on_fail="raise", seed=seed)
+    _train(layer, monitor, 2000)  # raises GradientCheckError on a false alarm
+    checks = [r for r in monitor.history if r.kind == "check"]
+    assert len(checks) == 20 and all(r.passed for r in checks)
+
+
+def test_round_off_probe_keeps_a_late_bug_visible():
+    layer = _ConvergingSoftmaxLayer(0)
+    failures = []
+    monitor = GradientMonitor(layer.loss, every=100, on_fail=failures.append, seed=0)
+    _train(layer, monitor, 1600, bug_from=1450)
+    assert failures and failures[0].training_step == 1500
+    assert failures[0].culprits == ["params['W']"]

@@ -31,21 +31,35 @@ __all__ = ["GradientMonitor", "GradientWarning", "GradientCheckError", "MonitorR
 
 logger = logging.getLogger("fastjac.monitor")
 
-#: Default check period in steps.  On the 1M-parameter softmax layer of
-#: ``benchmarks/bench_monitor.py`` (batch 64, one BLAS thread; rough, on a
-#: shared VM) a step took ~9 ms, a check ~55-90 ms (9 loss evaluations, 4 of
-#: them in batches, plus ~15 passes over the parameters: 6-10 steps) and the
-#: per-step NaN/inf screen ~0.13 ms (1.5%: one read of the gradient, less
-#: than the SGD update itself).  Every 500 steps the checks add 1.2-2%, so
-#: screen plus checks stay near 3-3.5%, under the 5% target with margin for
-#: noisy timings; a bug is reported within 500 steps.
-DEFAULT_EVERY = 500
+#: Default check period in steps.  Measured on the 1M-parameter softmax
+#: layer of ``benchmarks/bench_monitor.py`` (batch 64, one BLAS thread, paired
+#: rounds): the per-step NaN/inf screen alone costs 2.8-4.2% (one read of the
+#: gradient from memory), and a check costs as much as 10-17 training steps,
+#: so checks every 500 steps added another 2-3% (total 1.054-1.065x, over
+#: the 5% target).  Every 1000 steps halves the checks' share; a bug is
+#: reported within 1000 steps, and ``budget=`` adapts the period to a time
+#: share instead.
+DEFAULT_EVERY = 1000
 
 # Evaluation error of one loss value, in units of EPS * |loss|: a loss is a
 # reduction over a batch of products (pairwise summation keeps the error at
 # a few ulps times log2 of the terms), so 32 ulps covers batches of ~1e4
 # terms with a safety factor of 2.
 _LOSS_ULPS = 32
+# The round-off probe (see GradientMonitor._measure_with_probe): a step of a
+# thousandth of the gradient direction's, and a factor 4 on what it measures
+# (one sample of a noise whose amplitude it estimates).
+_PROBE_FRACTION = 1e-3
+_PROBE_SAFETY = 4.0
+
+
+def _status(err, tolerance, noise):
+    """``pass`` within tolerance, ``noise`` within tolerance plus noise, else ``fail``."""
+    if err <= tolerance:
+        return "pass"
+    if err <= tolerance + noise:
+        return "noise"
+    return "fail"
 # Rounding of the analytic gradient itself (backprop sums products over the
 # batch), in units of EPS * sum_i |g_i d_i|.
 _GRAD_ULPS = 32
@@ -415,10 +429,10 @@ class GradientMonitor:
         None if every call passes ``loss_fn=``.
     every : int, optional
         Check every ``every`` steps (the first call is always checked).
-        Default :data:`DEFAULT_EVERY` = 500: a check costs about 6-10
-        training steps of a dense layer and the per-step screen ~1.5%, so
-        the total overhead stays near 3-3.5% (target <= 5%).  With
-        ``budget`` it is the starting value.
+        Default :data:`DEFAULT_EVERY` = 1000: a check costs about 10-17
+        training steps of a dense layer and the per-step screen 3-4%, so
+        the total stays under the 5% target (see ``docs/monitor.md``).
+        With ``budget`` it is the starting value.
     directions : int, optional
         Whole-vector directions per check (default 2).  The first is aligned
         with the gradient and balanced so every parameter contributes
@@ -465,21 +479,23 @@ class GradientMonitor:
 
     **Verdict** (noise-aware).  The check passes if
     ``|A - N| <= rtol * max(|A|, |N|) + noise`` with
-    ``noise = 32 EPS max|L| + |L(x+d) - 2 L(x) + L(x-d)| / 2 + 32 EPS sum|g_j d_j|``:
-    the round-off of the two loss values, the truncation bound from the
-    *same* evaluations (central versus one-sided difference, which also
-    covers a kink such as a ReLU crossing zero), and the rounding of the
-    gradient itself.  A pass that needs the noise allowance is reported as
+    ``noise = 32 EPS max|L| + |L(x+d) - 2 L(x) + L(x-d)| / 2 + 32 EPS sum|g_j d_j|
+    + 4 |A_p - N_p|``: the round-off of the two loss values, the truncation
+    bound from the *same* evaluations (central versus one-sided difference,
+    which also covers a kink such as a ReLU crossing zero), the rounding of
+    the gradient itself, and the loss's round-off as measured by a probe at a
+    thousandth of the step (``_measure_with_probe``).  A pass that needs the noise allowance is reported as
     ``'noise'`` (still a pass).  The curvature term is conservative (it
     bounds ``t**2 f'''/6`` by ``t f''/2``); measured on a tanh MLP it left a
     correct float32 gradient at most 0.11 of its allowance, while a 0.5x
     bug in any one parameter exceeded it many times over.
 
     **Second opinion.**  An entry that fails is measured again at a
-    quarter of the step (2 more evaluations, only on failure).  A wrong
-    gradient gives the same discrepancy at any step; truncation and kinks
-    shrink with it, so a failure whose relative error drops below half is
-    downgraded to ``'noise'`` with a note.
+    quarter and at four times the step (2 or 4 more evaluations, only on
+    failure).  A wrong gradient gives the same discrepancy at any step;
+    truncation and kinks shrink at the smaller step and round-off at the
+    larger one, so a failure whose relative error drops below half at
+    either is downgraded to ``'noise'`` with a note.
 
     **Culprits.**  When a whole-vector direction fails, the same direction
     restricted to one parameter at a time is checked (2 evaluations per
@@ -682,7 +698,8 @@ class GradientMonitor:
         scale = [1.0 / max(nm, _BALANCE_FLOOR * top) if top > 0 else 1.0 for nm in norms]
         sx = np.abs(x0)
         np.maximum(sx, 1.0, out=sx)
-        D = np.empty((k, n), dtype=dt)
+        # One spare row: the round-off probe (see _measure_with_probe), filled last.
+        D = np.empty((k + 1 if k else 0, n), dtype=dt)
         for i in range(k):
             row = D[i]
             if i == 0:
@@ -702,6 +719,9 @@ class GradientMonitor:
                     np.take(np.array([-v, v], dtype=dt), bits, out=row[a:b])
             row *= sx
             _realize(row, x0)
+        if k:
+            np.multiply(D[0], dt.type(_PROBE_FRACTION), out=D[k])
+            _realize(D[k], x0)
         return D
 
     def _coords(self, layout, x0):
@@ -741,7 +761,7 @@ class GradientMonitor:
         return L0, Lm, Lp, info.nfev, info.fx.dtype
 
     @staticmethod
-    def _compare(where, L0, Lm, Lp, A, absA, eps_l, eps_g, rtol):
+    def _compare(where, L0, Lm, Lp, A, absA, eps_l, eps_g, rtol, floor=0.0):
         """Verdict of one direction or coordinate, as an :class:`_Entry`.
 
         ``where`` is ``(param, index, direction)``.
@@ -750,17 +770,11 @@ class GradientMonitor:
         if not (math.isfinite(N) and math.isfinite(A) and math.isfinite(L0)):
             return _Entry(*where, A, N, float("inf"), float("inf"), 0.0, 0.0, "nan")
         noise = (_LOSS_ULPS * eps_l * max(abs(L0), abs(Lm), abs(Lp))
-                 + abs(Lp - 2.0 * L0 + Lm) / 2.0 + _GRAD_ULPS * eps_g * absA)
+                 + abs(Lp - 2.0 * L0 + Lm) / 2.0 + _GRAD_ULPS * eps_g * absA + floor)
         err = abs(A - N)
         scale = max(abs(A), abs(N))
         rel = err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
-        if err <= rtol * scale:
-            status = "pass"
-        elif err <= rtol * scale + noise:
-            status = "noise"
-        else:
-            status = "fail"
-        return _Entry(*where, A, N, err, rel, rtol * scale, noise, status)
+        return _Entry(*where, A, N, err, rel, rtol * scale, noise, _status(err, rtol * scale, noise))
 
     def _measure(self, fn, ctx, D, items, labels):
         """Evaluate ``items`` (directions over ``D``) and compare each with the gradient.
@@ -785,25 +799,65 @@ class GradientMonitor:
                 A = float(garrs[q].reshape(-1)[j - layout.bounds[q][0]]) * (h - hm) / 2.0
                 absA = abs(A)
             entries.append(self._compare(where, L0, Lm[r], Lp[r], A, absA, ctx["eps_l"],
-                                         ctx["eps_g"], ctx["rtol"]))
+                                         ctx["eps_g"], ctx["rtol"], ctx.get("noise_floor", 0.0)))
         return entries, nfev
 
-    def _second_opinion(self, fn, ctx, D, items, entries):
-        """Re-measure failed entries at a quarter of the step.
+    def _measure_with_probe(self, fn, ctx, Dp, items, labels):
+        """:meth:`_measure`, plus a probe of the loss's own round-off.
 
-        A wrong gradient gives the same discrepancy at any step; truncation
-        and kinks (ReLU crossing zero inside the step) shrink with it.  A
-        failure whose relative error falls below half is downgraded to
-        ``'noise'``.  Returns the number of evaluations.
+        The model ``32 EPS |L|`` assumes the loss is computed from quantities
+        of its own size.  It often is not: late in training a softmax
+        cross-entropy is a logit minus its log-sum-exp, both ~10 while the
+        loss is ~1e-4, so its round-off is ~EPS * 10 and the loss moves on a
+        grid far coarser than ``EPS |L|`` (float32 false alarms at step
+        1000-2000 of a converging layer).  The probe is the gradient-aligned
+        direction at ``_PROBE_FRACTION`` of its step, in the same batch: its
+        true change is negligible, so its discrepancy ``|A - N|`` is that
+        round-off, measured.  ``_PROBE_SAFETY`` times it joins every entry's
+        noise.  A wrong gradient moves the probe by ``_PROBE_FRACTION`` of its
+        own error, so the floor stays far below any real discrepancy.
         """
-        todo = [r for r, e in enumerate(entries) if e.status == "fail"]
-        if not todo:
-            return 0
+        if Dp.shape[0] == 0:
+            return self._measure(fn, ctx, Dp, items, labels)
+        layout = ctx["layout"]
+        results, nfev = self._measure(fn, ctx, Dp, items + [("dense", Dp.shape[0] - 1, 0, layout.size)],
+                                      labels + [("all params", None, "noise-probe")])
+        probe = results.pop()
+        if probe.status != "nan" and math.isfinite(probe.abs_error):
+            floor = _PROBE_SAFETY * probe.abs_error
+            ctx["noise_floor"] = floor
+            for e in results:
+                if e.status != "nan":
+                    e.noise += floor
+                    e.status = _status(e.abs_error, e.tolerance, e.noise)
+        return results, nfev
+
+    def _second_opinion(self, fn, ctx, D, items, entries):
+        """Re-measure failed entries at a quarter and at four times the step.
+
+        A wrong gradient gives the same discrepancy at any step.  Truncation
+        and kinks (ReLU crossing zero inside the step) shrink at the smaller
+        step; round-off shrinks at the larger one, which matters in float32
+        late in training, when the gradient is tiny next to the loss (a
+        correct float32 gradient was flagged at step 2000 of the 1M-parameter
+        benchmark by the quarter step alone).  A failure that passes at either
+        step, or whose relative error falls below half there, is downgraded
+        to ``'noise'``.  Returns the number of evaluations.
+        """
+        nfev = 0
+        for factor in (0.25, 4.0):
+            todo = [r for r, e in enumerate(entries) if e.status == "fail"]
+            if not todo:
+                break
+            nfev += self._remeasure(fn, ctx, D, items, entries, todo, factor)
+        return nfev
+
+    def _remeasure(self, fn, ctx, D, items, entries, todo, factor):
         layout, x0 = ctx["layout"], ctx["x0"]
         rows = sorted({items[r][1] for r in todo if items[r][0] == "dense"})
         Dq = np.empty((len(rows), layout.size), dtype=layout.dtype)
         for qi, k in enumerate(rows):
-            np.multiply(D[k], layout.dtype.type(0.25), out=Dq[qi])
+            np.multiply(D[k], layout.dtype.type(factor), out=Dq[qi])
             _realize(Dq[qi], x0)
         q_items = []
         for r in todo:
@@ -811,16 +865,18 @@ class GradientMonitor:
             if it[0] == "dense":
                 q_items.append(("dense", rows.index(it[1]), it[2], it[3]))
             else:
-                hq = float((x0[it[1]] + np.asarray(it[2] / 4, layout.dtype)) - x0[it[1]])
+                hq = float((x0[it[1]] + np.asarray(it[2] * factor, layout.dtype)) - x0[it[1]])
                 q_items.append(("coord", it[1], hq))
         labels = [(entries[r].param, entries[r].input_index, entries[r].direction) for r in todo]
         again, nfev = self._measure(fn, ctx, Dq, q_items, labels)
+        what = "a quarter of" if factor < 1 else "four times"
+        cause = "truncation or a kink" if factor < 1 else "round-off"
         for r, e in zip(todo, again):
             if e.status in ("pass", "noise") or e.rel_error < 0.5 * entries[r].rel_error:
                 entries[r].status = "noise"
                 ctx["notes"].append(
                     f"{entries[r].where()}: the discrepancy shrank from {entries[r].rel_error:.2g} "
-                    f"to {e.rel_error:.2g} at a quarter of the step (truncation or a kink, not a bug)")
+                    f"to {e.rel_error:.2g} at {what} the step ({cause}, not a bug)")
         return nfev
 
     def _check(self, step, layout, parrs, garrs, fn):
@@ -828,8 +884,9 @@ class GradientMonitor:
         x0 = layout.pack(parrs)
         norms = [nm if math.isfinite(nm) else math.sqrt(_dot64(g, g))
                  for nm, g in zip(self._norms, garrs)]
-        D = self._directions(layout, x0, garrs, norms) if self.directions else \
+        Dp = self._directions(layout, x0, garrs, norms) if self.directions else \
             np.empty((0, layout.size), layout.dtype)
+        D = Dp[:self.directions]  # a view: the rows after them hold the round-off probe
         coords = self._coords(layout, x0) if self.samples else []
         eps_g = max(eps_for(g.dtype if g.dtype.kind == "f" else np.float64) for g in garrs)
         ctx = dict(layout=layout, x0=x0, garrs=garrs, eps_g=eps_g, rtol=self._rtol(layout),
@@ -841,7 +898,7 @@ class GradientMonitor:
             q, idx = layout.locate(j)
             items.append(("coord", j, h))
             labels.append((layout.name(q), idx, "coordinate"))
-        results, nfev = self._measure(fn, ctx, D, items, labels)
+        results, nfev = self._measure_with_probe(fn, ctx, Dp, items, labels)
         nfev += self._second_opinion(fn, ctx, D, items, results)
         failed_dirs = [i for i in range(D.shape[0]) if results[i].status in ("fail", "nan")]
         per_param = {}
