@@ -275,28 +275,24 @@ def _combine(F, fx_flat, stencil, combos):
     return D
 
 
+def _in_process(ev, blocks, first_F):
+    """``(block, F)`` pairs, evaluated lazily: a tuned block sequence times the
+    work done between two requests (evaluate, combine, scatter)."""
+    for k, block in enumerate(blocks):
+        yield block, (first_F if (k == 0 and first_F is not None) else ev.evaluate(block))
+
+
 def _evaluate_blocks(ev, blocks, first_F, combos, fx_flat, scatter, executor, progress):
-    """Evaluate every block, combine it, hand it to ``scatter``; returns stats."""
-    calls = 0
+    """Evaluate every block, combine it, hand it to ``scatter``; returns the block count."""
     if executor is not None:
         from ._parallel import map_blocks
 
-        bar = None
-        t0 = time.perf_counter()
-        for k, (block, F) in enumerate(map_blocks(executor, ev, blocks, first_F)):
-            scatter(block, _combine(F, fx_flat, ev.stencil, combos))
-            calls += 1
-            if k == 0:
-                bar = _progress_bar(progress, len(blocks), time.perf_counter() - t0)
-            elif bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        return calls
-    bar = None
+        pairs = map_blocks(executor, ev, blocks, first_F)
+    else:
+        pairs = _in_process(ev, blocks, first_F)
+    calls, bar = 0, None
     t0 = time.perf_counter()
-    for k, block in enumerate(blocks):
-        F = first_F if (k == 0 and first_F is not None) else ev.evaluate(block)
+    for k, (block, F) in enumerate(pairs):
         scatter(block, _combine(F, fx_flat, ev.stencil, combos))
         calls += 1
         if k == 0:
