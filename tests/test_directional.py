@@ -9,6 +9,7 @@ from fastjac.directional import project, sampled_jacobian_with_info
 from fastjac.engine import jacobian_with_info, jvp_with_info
 from fastjac.stencils import STENCILS
 
+from counting import Counting
 from error_model import ULPS_PER_OP, roundoff_bound, truncation_bound
 
 EPS = np.finfo(np.float64).eps
@@ -51,9 +52,15 @@ def test_jvp_many_directions_is_one_batched_call(rng):
     f = SinMix(rng, (3, 4), (5,))
     x = rng.uniform(-1, 1, (3, 4))
     V = rng.normal(size=(6, 3, 4))
-    jv, info = jvp_with_info(f, x, V)
+    counted = Counting(f, 2)
+    jv, info = jvp_with_info(counted, x, V)
     assert jv.shape == (6, 5)
-    assert info.nfev == 1 + 2 * 6 and info.ncalls == 2  # f(x) + one batch of 12 points
+    # The first call probes: f(x), one batch of 12 points and 3 verifying single calls.
+    assert info.nfev == counted.points == 1 + 2 * 6 + 3 and info.ncalls == counted.calls == 5
+    counted.reset()
+    jv2, info2 = jvp_with_info(counted, x, V)  # the plan is reused: f(x) + one batch
+    np.testing.assert_array_equal(jv2, jv)
+    assert info2.nfev == counted.points == 1 + 2 * 6 and info2.ncalls == counted.calls == 2
     exact = np.einsum("oij,kij->ko", f.exact(x), V)
     for k in range(6):
         for i in range(5):
@@ -148,11 +155,14 @@ def test_million_parameter_layer_sampled_and_directional():
     rng = np.random.default_rng(7)
     layer = SoftmaxLayer(rng)
     G = layer.grad()
-    cols, idx, info = sampled_jacobian_with_info(layer.loss, layer.W, size=32, seed=0)
-    assert info.nfev == 1 + 2 * 32  # independent of the 1M parameters
+    counted = Counting(layer.loss, 2)
+    cols, idx, info = sampled_jacobian_with_info(counted, layer.W, size=32, seed=0)
+    # f(x), 2 points per column, and the probe's single calls: independent of the 1M parameters.
+    assert info.nfev == counted.points <= 1 + 2 * 32 + 3
     V = rng.normal(size=(3,) + layer.W.shape)
-    jv, jinfo = jvp_with_info(layer.loss, layer.W, V)
-    assert jinfo.nfev == 1 + 2 * 3
+    counted.reset()
+    jv, jinfo = jvp_with_info(counted, layer.W, V)
+    assert jinfo.nfev == counted.points == 1 + 2 * 3  # the plan is reused
     # The loss sums F*B terms of size <= |L|/B, a few ulps each: f_err.
     L = float(layer.loss(layer.W))
     f_err = ULPS_PER_OP * EPS * layer.W.size * abs(L) / layer.B

@@ -139,14 +139,36 @@ def test_cross_entropy_near_singularity_within_its_bound():
     assert np.max(np.abs(fastjac.jacobian(f, a, method="complex") + y / a)) <= 1e-14
 
 
-def test_notebook_softmax_is_not_batched():
-    """The notebook's softmax broadcasts over a batch but normalises over axis 0:
-    the probe must notice and fall back, not return a wrong Jacobian."""
+def test_notebook_softmax_is_batched_in_the_trailing_layout():
+    """The notebook's softmax broadcasts over a leading batch but normalises over
+    axis 0: the probe must notice that layout mixes the points, and find that the
+    column-major (trailing) layout, where the points are extra columns, is right."""
     z = np.array([1.0, 2.0, 3.0])
     a = softmax(z)
     J, info = jacobian_with_info(softmax, z, vectorized="auto")
-    assert info.strategy == "loop"
+    assert info.strategy == "vectorized-trailing"
     np.testing.assert_allclose(J, np.diag(a) - np.outer(a, a), atol=1e-9)
+    wrong = fastjac.jacobian(softmax, z, vectorized=True)  # forced leading: mixes points
+    assert not np.allclose(wrong, J, atol=1e-3)
+    forced = fastjac.jacobian(softmax, z, vectorized="trailing")
+    np.testing.assert_array_equal(forced, J)
+
+
+def test_fallback_says_why_and_how():
+    """A function that batches in neither layout runs point by point, and the
+    info says why (the probe's findings) and how to make f accept a batch."""
+    def loss(W, x=np.ones(4), y=np.array([0.2, 0.0, 0.8])):
+        z = W @ x
+        e = np.exp(z - z.max())
+        return -np.sum(y * np.log(e / e.sum()))
+
+    W = np.linspace(-1, 1, 12).reshape(3, 4)
+    _, info = jacobian_with_info(loss, W)
+    assert info.strategy == "loop"
+    assert "once per point" in info.fallback and "(24, 3, 4)" in info.fallback
+    assert "(3, 4, 24)" in info.fallback and "To batch it" in info.fallback
+    _, forced = jacobian_with_info(loss, W, vectorized=False)
+    assert forced.fallback is None  # asked for: nothing to explain
 
 
 def test_auto_decision_is_cached():

@@ -1,17 +1,28 @@
-"""executor=: threads, processes and a dask cluster give the in-process result."""
+"""executor=: threads, processes and a dask cluster give bitwise the in-process result.
+
+Every path (batched in both layouts, the loop, the Numba driver, colored
+``sparsity=``, sampled columns, jvp/vjp and the checks) on every executor,
+for plain functions and for the two kinds that once made thread executors
+silently wrong: an ``f`` that returns a view of its input, and one that
+returns a buffer of its own that it reuses.  ``max_memory`` is small, so many
+chunks are in flight at once.
+"""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+import numba
 import numpy as np
 import pytest
 
 import fastjac
-from fastjac import _parallel
+from fastjac._engine import loopback_cluster, numba_threading_layer
+from fastjac._engine.parallel import layer_loadable
 from fastjac.directional import sampled_jacobian
 
 X = np.linspace(-1, 1, 120)
@@ -24,37 +35,141 @@ def mix(x):
     return np.tanh(x) * np.sum(x, axis=-1, keepdims=True)
 
 
+def mix_columns(x):
+    """Column-major: reduces over axis 0 (batches only as trailing columns)."""
+    return np.tanh(x) * np.sum(x, axis=0, keepdims=True)
+
+
+def identity(x):
+    """Returns a view of its input: the engine's own stack buffer."""
+    return x
+
+
+def identity_point(x):
+    """A view of its input, and not batch-aware (forces the loop)."""
+    if x.ndim != 1:
+        raise ValueError("one point at a time")
+    return x[::-1]
+
+
+class Reusing:
+    """Returns the same buffer on every call (a common 'optimisation')."""
+
+    def __init__(self):
+        self.buf = {}
+
+    def __call__(self, x):
+        out = self.buf.get(x.shape)
+        if out is None:
+            out = self.buf[x.shape] = np.empty(x.shape)
+        np.multiply(np.sin(x), 2.0, out=out)
+        return out
+
+
+@numba.njit(cache=False)
+def jitted(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = np.sin(x[i]) * x[(i + 1) % x.shape[0]]
+    return out
+
+
+def _tridiagonal(n):
+    return np.eye(n, dtype=bool) | np.eye(n, k=1, dtype=bool) | np.eye(n, k=-1, dtype=bool)
+
+
+def _paths():
+    """name -> (f, run(f, executor)); every run returns arrays."""
+    V = np.random.default_rng(0).standard_normal((5, X.size))
+    U = np.random.default_rng(1).standard_normal((3, X.size))
+    P = _tridiagonal(X.size)
+
+    def dense(f, vec):
+        return lambda g, ex: fastjac.jacobian(g, X, vectorized=vec, executor=ex, **OPTS)
+
+    return {
+        "vectorized": (mix, dense(mix, True)),
+        "trailing": (mix_columns, dense(mix_columns, "auto")),
+        "loop": (mix, dense(mix, False)),
+        "numba": (jitted, dense(jitted, False)),
+        "view-batched": (identity, dense(identity, "auto")),
+        "view-loop": (identity_point, dense(identity_point, "auto")),
+        "reusing-batched": (Reusing(), dense(None, True)),
+        "reusing-loop": (Reusing(), dense(None, False)),
+        "colored": (np.sin, lambda g, ex: fastjac.jacobian(g, X, sparsity=P, executor=ex, **OPTS)),
+        "sampled": (mix, lambda g, ex: sampled_jacobian(g, X, np.arange(0, 120, 7), executor=ex,
+                                                        max_memory=4_000)[0]),
+        "jvp": (mix, lambda g, ex: fastjac.jvp(g, X, V, executor=ex, max_memory=4_000)),
+        "vjp": (identity_point, lambda g, ex: fastjac.vjp(g, X, U, executor=ex, **OPTS)),
+        "check": (mix, lambda g, ex: np.asarray(fastjac.check_jacobian(
+            g, X, fastjac.jacobian(g, X), mode="full", executor=ex, **OPTS).numeric)),
+    }
+
+
+PATHS = _paths()
+
+
+def _thread(n):
+    return lambda: ThreadPoolExecutor(n)
+
+
+def _process(method):
+    return lambda: ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method))
+
+
+EXECUTORS = {"threads-1": _thread(1), "threads-2": _thread(2), "threads-4": _thread(4),
+             "fork": _process("fork"), "spawn": _process("spawn")}
+
+
+@pytest.fixture(scope="module")
+def pools():
+    made = {name: make() for name, make in EXECUTORS.items()}
+    yield made
+    for ex in made.values():
+        ex.shutdown(wait=True)
+
+
 @pytest.fixture(scope="module")
 def dask_client():
     pytest.importorskip("distributed")
-    with _parallel.loopback_cluster(n_workers=2) as client:
+    with loopback_cluster(n_workers=2) as client:
         yield client
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return fastjac.jacobian(mix, X, **OPTS)
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("executor", sorted(EXECUTORS))
+def test_every_path_is_bitwise_the_in_process_result(pools, path, executor):
+    f, go = PATHS[path]
+    expected = go(f, None)
+    got = go(f, pools[executor])
+    np.testing.assert_array_equal(got, expected)
 
 
-def test_threads(reference):
-    with ThreadPoolExecutor(2) as ex:
-        J = fastjac.jacobian(mix, X, executor=ex, **OPTS)
-    np.testing.assert_array_equal(J, reference)  # same chunks, same arithmetic
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_every_path_on_a_dask_cluster(dask_client, path):
+    f, go = PATHS[path]
+    np.testing.assert_array_equal(go(f, dask_client), go(f, None))
 
 
-def test_processes(reference):
-    with ProcessPoolExecutor(2) as ex:
-        J = fastjac.jacobian(mix, X, executor=ex, **OPTS)
-        cols, idx = sampled_jacobian(mix, X, [5, 7, 100], executor=ex, max_memory=4_000)
-    np.testing.assert_array_equal(J, reference)
-    np.testing.assert_array_equal(cols, reference[:, idx])
+def test_issue_reproduction_threads_with_a_view_and_the_loop():
+    """The reported cases: 0.99 and 1.0 off before, with no error."""
+    x = np.linspace(0.1, 1, 2000)
+    for workers in (1, 2):
+        with ThreadPoolExecutor(workers) as ex:
+            J = fastjac.jacobian(np.sin, x, vectorized=False, executor=ex)
+            assert np.abs(J - np.diag(np.cos(x))).max() < 1e-8
+            J = fastjac.jacobian(lambda t: t, x, executor=ex)
+            assert np.abs(J - np.eye(2000)).max() < 1e-8
 
 
-def test_structured_on_threads():
-    with ThreadPoolExecutor(2) as ex:
-        d = fastjac.jacobian(np.tanh, X, sparsity="diagonal", output="diagonal", executor=ex)
-    np.testing.assert_array_equal(d, fastjac.jacobian(np.tanh, X, sparsity="diagonal",
-                                                      output="diagonal"))
+def test_a_future_without_result_is_a_clear_error():
+    class Eager:
+        def submit(self, fn, *args):
+            return fn(*args)  # a plain value, not a future
+
+    with pytest.raises(TypeError, match="`executor.submit` must return a future"):
+        fastjac.jacobian(mix, X, executor=Eager(), **OPTS)
 
 
 def test_lambda_on_a_process_pool_says_what_to_do():
@@ -63,9 +178,8 @@ def test_lambda_on_a_process_pool_says_what_to_do():
             fastjac.jacobian(lambda v: v ** 2, X, executor=ex, **OPTS)
 
 
-def test_dask_cluster(dask_client, reference):
-    J = fastjac.jacobian(mix, X, executor=dask_client, **OPTS)
-    np.testing.assert_array_equal(J, reference)
+def test_dask_executor_and_lambdas(dask_client):
+    reference = fastjac.jacobian(mix, X, **OPTS)
     J2 = fastjac.jacobian(mix, X, executor=dask_client.get_executor(), **OPTS)
     np.testing.assert_array_equal(J2, reference)
     # dask pickles with cloudpickle: lambdas travel too.
@@ -91,7 +205,7 @@ def test_threading_layer_report_never_launches_threads():
     from numba.np.ufunc import parallel as npp
 
     before = npp._is_initialized
-    layer, launched = _parallel.numba_threading_layer()
+    layer, launched = numba_threading_layer()
     assert layer in ("tbb", "omp", "workqueue")
     assert launched == before == npp._is_initialized  # looked up, not launched
 
@@ -133,9 +247,9 @@ SCRIPT = textwrap.dedent('''
 
 def _layers():
     layers = ["workqueue"]
-    if _parallel._loadable("omp"):
+    if layer_loadable("omp"):
         layers.append("omp")
-    if _parallel._loadable("tbb"):
+    if layer_loadable("tbb"):
         layers.append("tbb")
     return layers
 

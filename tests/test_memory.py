@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastjac
-from fastjac import engine
+from fastjac._engine import memory
 from fastjac.engine import jacobian_with_info
 
 N, M = 8200, 4
@@ -48,8 +48,8 @@ def test_peak_stays_within_budget_plus_result(rng):
 
 
 def test_impossible_result_names_the_way_out(monkeypatch):
-    monkeypatch.setattr(engine, "_LARGE_RESULT", 0)
-    monkeypatch.setattr(engine, "available_memory", lambda: 5000)
+    monkeypatch.setattr(memory, "_LARGE_RESULT", 0)
+    monkeypatch.setattr(memory, "available_memory", lambda: 5000)
     with pytest.raises(MemoryError, match="jvp.*sampled_jacobian.*output='sparse'"):
         fastjac.jacobian(np.sin, np.zeros(100))
     with pytest.raises(MemoryError, match="output='sparse'.*output='diagonal'"):

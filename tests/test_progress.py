@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastjac
-from fastjac import engine
+from fastjac._engine import pipeline
 
 # 2 points x (300 + 300) x 8 bytes = 9600 bytes per direction: 2 per chunk,
 # so 150 chunks.
@@ -33,7 +33,7 @@ def test_progress_true_with_an_executor(capfd):
 @pytest.mark.parametrize("progress", ["auto", False])
 def test_auto_and_false_are_silent_off_a_terminal(capfd, monkeypatch, progress):
     # Pretend every chunk is slow: "auto" must still stay silent in a pipe.
-    monkeypatch.setattr(engine.time, "perf_counter", _fake_clock())
+    monkeypatch.setattr(pipeline.time, "perf_counter", _fake_clock())
     fastjac.jacobian(np.sin, X, progress=progress, **OPTS)
     assert capfd.readouterr().err == ""
 
@@ -43,14 +43,14 @@ def test_auto_shows_when_slow_on_a_terminal(monkeypatch):
         def isatty(self):
             return True
 
-    monkeypatch.setattr(engine.sys, "stderr", Tty())
-    assert engine._progress_bar("auto", 100, 0.001) is None  # 0.1 s estimated: silent
+    monkeypatch.setattr(pipeline.sys, "stderr", Tty())
+    assert pipeline.progress_bar("auto", 100, 0.001) is None  # 0.1 s estimated: silent
     monkeypatch.setattr("tqdm.auto.tqdm", lambda **kw: kw)
-    assert engine._progress_bar("auto", 100, 0.05)["total"] == 100  # 5 s estimated
+    assert pipeline.progress_bar("auto", 100, 0.05)["total"] == 100  # 5 s estimated
 
 
 def test_bad_progress_value():
-    with pytest.raises(ValueError, match=r"`progress` must be one of \[True, False, 'auto'\]"):
+    with pytest.raises(ValueError, match=r"`progress` must be one of \['auto', True, False\]; got 'yes'"):
         fastjac.jacobian(np.sin, X, progress="yes", **OPTS)
 
 

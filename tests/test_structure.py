@@ -11,6 +11,7 @@ from fastjac.engine import jacobian_with_info
 from fastjac.stencils import STENCILS
 from fastjac.structure import color_columns
 
+from counting import Counting
 from error_model import ULPS_PER_OP, fd_error_bound, roundoff_bound
 
 EPS = np.finfo(np.float64).eps
@@ -55,7 +56,14 @@ def test_random_pattern_matches_dense_engine(m, n, density, key, output, seed):
     x = rng.uniform(-2, 2, n)
     stencil = STENCILS[key]
 
-    J, info = jacobian_with_info(f, x, method=key[0], order=key[1], sparsity=P, output=output)
+    counted = Counting(f, 1)
+    J, first = jacobian_with_info(counted, x, method=key[0], order=key[1], sparsity=P,
+                                  output=output)
+    assert first.nfev == counted.points  # the probe's points included
+    counted.reset()
+    J, info = jacobian_with_info(counted, x, method=key[0], order=key[1], sparsity=P,
+                                 output=output)  # the plan is reused: no probe
+    assert info.nfev == counted.points
     Jd, dinfo = jacobian_with_info(f, x, method=key[0], order=key[1])
 
     if output == "sparse":
@@ -87,6 +95,7 @@ def test_tridiagonal_takes_three_colors():
         return v ** 2 + pad[..., :-2] * pad[..., 2:]
 
     P = np.eye(n, dtype=bool) | np.eye(n, k=1, dtype=bool) | np.eye(n, k=-1, dtype=bool)
+    jacobian_with_info(f, x, sparsity=P)  # probes how f batches
     J, info = jacobian_with_info(f, x, sparsity=P)
     assert info.ncolors == 3 and info.nfev == 1 + 2 * 3
     Jd = fastjac.jacobian(f, x)
@@ -99,6 +108,7 @@ def test_diagonal_is_two_points_whatever_n():
     sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     for n in (10, 1000, 100_000):
         x = np.linspace(-3, 3, n)
+        jacobian_with_info(sig, x, sparsity="diagonal", output="diagonal")  # probes
         d, info = jacobian_with_info(sig, x, sparsity="diagonal", output="diagonal")
         assert info.nfev == 1 + 2  # f(x) plus exactly 2 perturbed points
         assert info.ncalls == 2  # f(x), then one batched call of the 2 points
@@ -144,6 +154,7 @@ def test_batch_independent_matches_dense(rng, x_axis, out_axis):
         return Z if out_axis == 1 else np.swapaxes(Z, -1, -2)
 
     spec = fastjac.batch_independent(x_axis=x_axis, out_axis=out_axis)
+    jacobian_with_info(layer, x, sparsity=spec)  # probes how layer batches
     J, info = jacobian_with_info(layer, x, sparsity=spec)
     assert info.ncolors == feats and info.nfev == 1 + 2 * feats  # not 2 * feats * B
     Jd = fastjac.jacobian(layer, x)

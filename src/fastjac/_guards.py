@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .perturb import readonly
+from ._engine import readonly
 
 __all__ = ["nonfinite_positions", "determinism", "SecondOpinion", "second_opinion"]
 

@@ -1,15 +1,27 @@
 """Per-function memory: what fastjac learned about an ``f`` dies with ``f``.
 
-The ``vectorized="auto"`` decision and the tuned chunk size are remembered per
-function (and per problem shape), in a weak-keyed table so that a function's
-entries vanish when the function is garbage-collected.  Functions that cannot
-be weakly referenced are simply not remembered.
+Plans (the batching decision, the output layout, the tuned chunk size) are
+remembered per function and per problem, in weak-keyed tables, so that a
+function's entries vanish when the function is garbage-collected.  A bound
+method is remembered through its instance (``obj.method`` is a new object
+on every access, which a plain weak table would forget at once).  Functions
+that cannot be weakly referenced are remembered by their code object, in a
+small table of its own (:class:`CodeMemo`), whose hits the engine verifies.
 """
 from __future__ import annotations
 
+import types
 import weakref
+from collections import OrderedDict
 
-__all__ = ["FunctionMemo"]
+__all__ = ["FunctionMemo", "CodeMemo", "code_of"]
+
+
+def _target(f):
+    """``(owner, subkey)``: a weak-referenceable owner and what to file under it."""
+    if isinstance(f, types.MethodType):
+        return f.__self__, ("method", f.__func__)
+    return f, None
 
 
 class FunctionMemo:
@@ -19,16 +31,58 @@ class FunctionMemo:
         self._table = weakref.WeakKeyDictionary()
 
     def get(self, f, key):
+        owner, sub = _target(f)
         try:
-            return self._table.get(f, {}).get(key)
+            return self._table.get(owner, {}).get((sub, key))
         except TypeError:  # not weak-referenceable (or unhashable)
             return None
 
     def set(self, f, key, value) -> None:
+        owner, sub = _target(f)
         try:
-            self._table.setdefault(f, {})[key] = value
+            self._table.setdefault(owner, {})[(sub, key)] = value
         except TypeError:
             pass
+
+    def clear(self) -> None:
+        self._table.clear()
+
+
+def code_of(f):
+    """The code object behind ``f`` (plain function, closure, method, jitted), or None."""
+    for attr in ("py_func", "__func__"):
+        f = getattr(f, attr, f)
+    return getattr(f, "__code__", None)
+
+
+class CodeMemo:
+    """Decisions per code object, for closures made afresh on every call.
+
+    Bounded (least recently used first out): code objects live as long as
+    their module, so the table would otherwise only grow.
+    """
+
+    def __init__(self, size=512):
+        self._table: OrderedDict = OrderedDict()
+        self.size = size
+
+    def get(self, f, key):
+        code = code_of(f)
+        if code is None:
+            return None
+        got = self._table.get((code, key))
+        if got is not None:
+            self._table.move_to_end((code, key))
+        return got
+
+    def set(self, f, key, value) -> None:
+        code = code_of(f)
+        if code is None:
+            return
+        self._table[(code, key)] = value
+        self._table.move_to_end((code, key))
+        while len(self._table) > self.size:
+            self._table.popitem(last=False)
 
     def clear(self) -> None:
         self._table.clear()

@@ -30,7 +30,7 @@ from . import tolerances as _tol
 from ._guards import describe_positions, determinism, nonfinite_positions, second_opinion
 from ._inputs import is_multi, pack, pack_like
 from ._memo import FunctionMemo
-from ._report import VERDICTS, JacobianCheck, Mismatch
+from .report import VERDICTS, JacobianCheck, Mismatch
 from ._validate import as_point, describe
 from .engine import jacobian_with_info
 from .stencils import get_stencil

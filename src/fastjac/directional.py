@@ -21,25 +21,15 @@ vector of all inputs (``info`` tells which input each index belongs to).
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from ._inputs import is_multi, pack, pack_like
+from ._engine import coordinate_source, make_info, prepare, run
+from ._inputs import is_multi, pack_like
+from ._validate import check_seed
 
 __all__ = ["vjp", "project", "sampled_jacobian", "sampled_jacobian_with_info"]
-
-
-class _Contract:
-    """``x -> <u, f(x)>`` for one point or a batch; picklable (for executors)."""
-
-    def __init__(self, f, u, lead):
-        self.f, self.u, self._lead = f, u, lead
-
-    def __call__(self, *args, **kwargs):
-        y = np.asarray(self.f(*args, **kwargs))
-        d = self.u.ndim - self._lead
-        # y: (*batch, *out); u: (*lead, *out) -> (*batch, *lead).
-        return np.tensordot(y, self.u, axes=(list(range(y.ndim - d, y.ndim)),
-                                             list(range(self._lead, self.u.ndim))))
 
 
 def vjp(f, x, u, **options):
@@ -62,10 +52,11 @@ def vjp(f, x, u, **options):
 
     Notes
     -----
-    Computed as the gradient of the scalar ``g(x) = <u, f(x)>`` (with the
-    same batched engine), so the error model is that of :func:`fastjac.gradient`
-    applied to ``g``: truncation ``~ h**p |g^(p+1)|`` plus round-off
-    ``~ EPS |g| / h``.  Memory ``O(n)``: ``J`` is never formed.
+    Each block's differences are contracted with ``u`` as they arrive, so
+    ``J`` is never formed (memory ``O(n + block * m)``) and the result is the
+    gradient of ``g(x) = <u, f(x)>``: the error model is that of
+    :func:`fastjac.gradient` applied to ``g``, truncation
+    ``~ h**p |g^(p+1)|`` plus round-off ``~ EPS |u| |f| / h``.
 
     Examples
     --------
@@ -75,13 +66,12 @@ def vjp(f, x, u, **options):
     >>> np.allclose(g, [-4.0, -4.0])
     True
     """
-    from .engine import jacobian_with_info
-
     for bad in ("sparsity", "output"):
         if bad in options:
             raise TypeError(f"`{bad}` is not an option of vjp; use fastjac.jacobian for it.")
-    fx = np.asarray(f(*x) if isinstance(x, tuple) and is_multi(x)
-                    else f(**x) if isinstance(x, dict) else f(x))
+    step = options.pop("step", None)
+    prep = prepare(f, x, **options)
+    fx = prep.fx
     U = np.asarray(u, dtype=np.float64)
     if U.shape == fx.shape:
         lead = 0
@@ -90,8 +80,28 @@ def vjp(f, x, u, **options):
     else:
         raise ValueError(
             f"`u` must have the shape of f(x) {fx.shape} or (k, *f(x).shape); got {U.shape}.")
-    J, _ = jacobian_with_info(_Contract(f, U, lead), x, **options)
-    return J
+    Uf = U.reshape(-1, prep.m).astype(prep.dtype)          # (k, m)
+    if step is not None and prep.spec is not None and is_multi(step):
+        step = pack_like(prep.spec, step, "step")[0]
+    h = prep.steps(step)
+    out = np.zeros((Uf.shape[0], prep.n), dtype=prep.dtype)
+    inv_h = (1.0 / h).astype(prep.dtype)
+
+    def scatter(block, D):
+        lo = int(block.cols[0])
+        # u^T J for this block's columns: the differences contracted with u, J never formed.
+        out[:, lo:lo + block.size] = (Uf @ D[0].T) * inv_h[lo:lo + block.size]
+
+    if prep.n and prep.m:
+        run(prep, coordinate_source(h), scatter, count=prep.n, tune=h)
+    res = out.reshape((Uf.shape[0],) + prep.x_shape)
+    if prep.spec is not None:
+        parts = prep.spec.split(out.reshape(Uf.shape[0], prep.n), (Uf.shape[0],))
+        if lead == 0:
+            return tuple(p[0] for p in parts) if prep.spec.kind == "tuple" else \
+                {k: p[0] for k, p in parts.items()}
+        return parts
+    return res if lead else res[0]
 
 
 def project(f, x, u, v, **options):
@@ -136,7 +146,7 @@ def _choose_index(index, size, seed, n, x_shape):
         k = min(n, 32) if size is None else size
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
             raise ValueError(f"`size` must be an int in [0, {n}]; got {size!r}.")
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         return np.sort(rng.choice(n, size=int(k), replace=False)).astype(np.int64)
     if size is not None:
         raise ValueError("give either `index` or `size`, not both.")
@@ -210,47 +220,24 @@ def sampled_jacobian_with_info(f, x, index=None, *, size=None, seed=None, method
                                executor=None, progress="auto"):
     """:func:`sampled_jacobian` plus its :class:`~fastjac.engine.JacobianInfo`
     (``info.step`` holds the steps of the sampled coordinates)."""
-    import time
-
-    from . import engine as E
-    from ._strategies import Evaluator, choose_strategy
-    from .perturb import SparseDirections
-
     t_start = time.perf_counter()
-    if is_multi(x):
-        flat, spec = pack(x)
-        if step is not None and is_multi(step):
-            step = pack_like(spec, step, "step")[0]
-        f, x = spec.wrap(f), flat
-    p = E._prepare(f, x, method, order, step, vectorized, max_memory)
-    idx = _choose_index(index, size, seed, p.n, p.x_shape)
-    k, m = idx.size, p.m
-    combos = [p.stencil.weights]
-    info = E.JacobianInfo(fx=p.fx, stencil=p.stencil, step=p.h[idx], eps=p.eps,
-                          strategy="none", nfev=1, ncalls=1)
-    out = np.zeros((k, m), dtype=p.dtype)
-    if k and m:
-        S = p.stencil.evaluations_per_column
-        ev = Evaluator(p.f, p.x0, p.x_shape, p.out_shape, p.stencil, p.dtype)
-        b = E._block_size(S, p.n, m, np.dtype(ev.stack_dtype).itemsize, max_memory)
-        blocks = []
-        for lo in range(0, k, b):
-            sel = idx[lo:lo + b]
-            blocks.append(SparseDirections(np.arange(len(sel) + 1), sel, p.h[sel],
-                                           np.arange(lo, lo + len(sel))))
-        ev.strategy, first_F = choose_strategy(ev, vectorized, blocks[0], p.eps)
-        inv_h = (1.0 / p.h).astype(p.dtype)
+    prep = prepare(f, x, method=method, order=order, vectorized=vectorized,
+                   max_memory=max_memory, executor=executor, progress=progress)
+    if step is not None and prep.spec is not None and is_multi(step):
+        step = pack_like(prep.spec, step, "step")[0]
+    h = prep.steps(step)
+    idx = _choose_index(index, size, seed, prep.n, prep.x_shape)
+    k, m = idx.size, prep.m
+    out = np.zeros((k, m), dtype=prep.dtype)
+    inv_h = (1.0 / h).astype(prep.dtype)
 
-        def scatter(block, D):
-            lo = int(block.cols[0])
-            out[lo:lo + block.size] = D[0] * inv_h[block.indices][:, None]
+    def scatter(block, D):
+        lo = int(block.cols[0])
+        out[lo:lo + block.size] = D[0] * inv_h[block.indices][:, None]
 
-        ncalls = E._evaluate_blocks(ev, blocks, first_F, combos, p.fx.reshape(m).astype(p.dtype),
-                                    scatter, executor, progress)
-        info.strategy = ev.strategy
-        info.nfev += S * k
-        info.ncalls += ncalls if ev.strategy == "vectorized" else S * k
-        info.nblocks, info.block_size = len(blocks), b
-    info.seconds = time.perf_counter() - t_start
-    cols = np.moveaxis(out.reshape((k,) + tuple(p.out_shape)), 0, -1)
+    stats = run(prep, coordinate_source(h, idx), scatter, count=k) if k and m else None
+    info = make_info(prep, h[idx], stats, t_start)
+    if stats is None:
+        info.strategy = "empty"
+    cols = np.moveaxis(out.reshape((k,) + tuple(prep.out_shape)), 0, -1)
     return cols, idx, info

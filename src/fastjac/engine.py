@@ -1,418 +1,142 @@
 """Public entry points: ``jacobian``, ``gradient``, ``jvp`` and the notebook drop-in.
 
-The pipeline of every call:
-
-1. validate ``x`` into a private float copy and evaluate ``f(x)`` once;
-2. choose the stencil (``stencils``) and the step actually taken (``steps``);
-3. cut the perturbation directions into blocks sized by ``max_memory``
-   (``perturb``) and evaluate each block with one strategy (``_strategies``);
-4. combine the block's evaluations with the stencil weights and scatter the
-   result into ``J``, laid out so that ``J.shape == f(x).shape + x.shape``.
+Each is a thin layer over the engine's internal API (:mod:`fastjac._engine`):
+:func:`~fastjac._engine.prepare` validates ``x`` into a private float copy,
+evaluates ``f(x)`` and finds the cached plan (how ``f`` batches, learned on
+the first call); :func:`~fastjac._engine.run` evaluates the blocks of
+directions and scatters their stencil combinations into ``J``, laid out so
+that ``J.shape == f(x).shape + x.shape``.
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._chunking import MIN_BLOCKS_TO_TUNE, TRIAL_FACTORS, TunedBlocks
+from ._engine import (DEFAULT_CHUNK_BYTES, DenseDirections, JacobianInfo, check_callable,
+                      check_step, dense_jacobian, make_info, prepare, run)
 from ._inputs import is_multi, pack, pack_like
-from ._strategies import Evaluator, as_output, call_f, choose_strategy
-from ._validate import as_point, describe
-from .perturb import CoordinateBlocks, DenseDirections, readonly, stack_buffer
-from .stencils import Stencil, get_stencil
-from .steps import absolute_step, eps_for
+from ._validate import as_point
+from .stencils import get_stencil
+from .steps import relative_step
+from .tolerances import tolerance_for
 
 __all__ = ["jacobian", "gradient", "jvp", "numeric_jacobian", "jacobian_with_info",
-           "JacobianInfo", "DEFAULT_CHUNK_BYTES"]
-
-#: Bytes of one chunk (perturbation stack plus f's output for it) to start
-#: from.  ``benchmarks/bench_chunking.py`` found no single best size (64 KiB
-#: to the whole stack).  256 KiB keeps an elementwise f's temporaries (half
-#: the chunk each) under glibc's 128 KiB mmap threshold, so they are reused
-#: from the heap instead of being mapped and page-faulted on every call; long
-#: runs tune upwards from it by measurement (``_chunking``), to at most 4 MiB.
-DEFAULT_CHUNK_BYTES = 1 << 18
-
-_VECTORIZED_CHOICES = (True, False, "auto")
-_LARGE_RESULT = 256 << 20
+           "jvp_with_info", "JacobianInfo", "DEFAULT_CHUNK_BYTES", "NonAnalyticError"]
 
 
-@dataclass
-class JacobianInfo:
-    """How a Jacobian was computed: what a check report needs to judge it.
-
-    Attributes
-    ----------
-    fx : ndarray
-        ``f(x)``.
-    stencil : Stencil
-    step : ndarray, shape x.shape
-        The absolute step actually taken per element.
-    eps : float
-        Machine epsilon used by the step rule.
-    strategy : str
-        ``"vectorized"``, ``"loop"`` or ``"numba"``.
-    nfev : int
-        Points at which ``f`` was evaluated, ``f(x)`` included.
-    ncalls : int
-        Calls of ``f`` (a vectorized call evaluates many points).
-    nblocks, block_size : int
-        How the directions were chunked.
-    extra : list of ndarray
-        Further estimates requested through ``combos``, same shape as J.
-    """
-
-    fx: np.ndarray
-    stencil: Stencil
-    step: np.ndarray
-    eps: float
-    strategy: str
-    nfev: int = 0
-    ncalls: int = 0
-    nblocks: int = 0
-    block_size: int = 0
-    seconds: float = 0.0
-    extra: list = field(default_factory=list)
-    #: Groups of columns perturbed together (``sparsity=`` runs; 0 otherwise).
-    ncolors: int = 0
-    #: Estimated peak bytes fastjac itself allocates (result plus one chunk).
-    peak_bytes: int = 0
+class NonAnalyticError(ValueError):
+    """The complex step disagrees with a real difference: ``f`` is not analytic as written."""
 
 
-def _check_options(vectorized, max_memory):
-    if vectorized not in _VECTORIZED_CHOICES or isinstance(vectorized, (int, float)) and not isinstance(vectorized, bool):
-        raise ValueError(
-            f"`vectorized` must be one of {list(_VECTORIZED_CHOICES)}; got {vectorized!r}.")
-    if max_memory is not None:
-        if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory <= 0:
-            raise ValueError(
-                f"`max_memory` must be a positive number of bytes or None; got {max_memory!r}.")
-
-
-def _check_step(step, x0):
-    if step is None:
-        return
-    arr = np.asarray(step)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`step` must be a positive number or array of them; got {describe(step)}.")
-    if arr.ndim and arr.shape != x0.shape and arr.size != x0.size:
-        raise ValueError(
-            f"`step` must be a scalar or have one value per element of x {x0.shape}; "
-            f"got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"`step` must be finite and > 0; got {describe(step)}.")
-
-
-def available_memory() -> int:
-    """Bytes the OS reports as available (MemAvailable), or total RAM."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
-def _gib(nbytes):
-    return f"{nbytes / 2**30:.2f} GiB"
-
-
-def _evaluate_f0(f, x0, x_shape):
-    y = call_f(f, readonly(x0.copy()).reshape(x_shape), " (at x itself)")
-    arr = as_output(y)
-    if arr.dtype.kind == "c":
-        raise TypeError(
-            f"`f` must return real values; got dtype {arr.dtype}. fastjac differentiates "
-            "real-valued functions (the complex step uses complex values internally).")
-    # Copied: f may hand back a buffer it reuses on the next call.
-    return np.array(arr, copy=True)
-
-
-def _result_dtype(x0, fx):
-    dtype = np.result_type(x0.dtype, fx.dtype if fx.dtype.kind == "f" else np.float64)
-    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
-
-
-def _block_size(S, n, m, itemsize, max_memory, chunk_bytes=None):
-    per_direction = S * (n + m) * itemsize
-    chunk_bytes = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    budget = chunk_bytes if max_memory is None else min(max_memory, chunk_bytes)
-    if max_memory is not None and per_direction > max_memory:
-        raise MemoryError(
-            f"`max_memory`={max_memory} bytes is smaller than the stack of one direction "
-            f"({per_direction} bytes: {S} points x (n={n} inputs + m={m} outputs) x "
-            f"{itemsize} bytes); raise max_memory or use jvp/sampled_jacobian.")
-    return max(1, budget // per_direction)
-
-
-def _guard_memory(result_bytes, j_shape, structured=False):
-    """Raise before allocating when the result cannot fit in available memory."""
-    # Reading /proc/meminfo costs ~30 µs, so only ask when the result is large.
-    if result_bytes <= _LARGE_RESULT:
-        return
-    avail = available_memory()
-    if result_bytes <= avail:
-        return
-    if structured:
-        hint = ("Use output='sparse' (scipy CSR of shape (m, n)) or, for an elementwise f, "
-                "output='diagonal'; or fastjac.jvp / fastjac.sampled_jacobian.")
-    else:
-        hint = ("Use fastjac.jvp for directional derivatives, fastjac.sampled_jacobian for "
-                "a subset of columns, or sparsity=... with output='sparse' for a "
-                "structured Jacobian.")
-    raise MemoryError(
-        f"the Jacobian of shape {tuple(j_shape)} needs {_gib(result_bytes)} but only "
-        f"{_gib(avail)} is available. {hint}")
-
-
-@dataclass
-class _Prepared:
-    """The common first steps of every entry point, for a single array x."""
-
-    f: object
-    stencil: Stencil
-    x0: np.ndarray        # (n,) private working copy
-    x_shape: tuple
-    fx: np.ndarray
-    out_shape: tuple
-    n: int
-    m: int
-    eps: float
-    h: np.ndarray         # (n,) step actually taken
-    dtype: np.dtype
-
-
-def _check_callable(f):
-    if not callable(f):
-        raise TypeError(f"`f` must be callable; got {describe(f)}.")
-
-
-def _check_executor(executor):
-    if executor is not None and not callable(getattr(executor, "submit", None)):
-        raise TypeError(
-            "`executor` must be a concurrent.futures.Executor or an object with the same "
-            f"submit() method (e.g. a dask.distributed Client); got {describe(executor)}.")
-
-
-def _prepare(f, x, method, order, step, vectorized, max_memory):
-    """Validate, evaluate ``f(x)`` and choose steps: the first steps of every path."""
-    _check_callable(f)
-    stencil = get_stencil(method, order)
-    _check_options(vectorized, max_memory)
-    x0 = as_point(x)
-    x_shape = x0.shape
-    x0 = x0.reshape(-1)
-    _check_step(step, x0)
-    fx = _evaluate_f0(f, x0, x_shape)
-    eps = eps_for(x0.dtype, fx.dtype)
-    h = absolute_step(x0, stencil, eps, None if step is None else np.ravel(step))
-    return _Prepared(f, stencil, x0, x_shape, fx, fx.shape, x0.size, fx.size, eps, h,
-                     _result_dtype(x0, fx))
-
-
-def _progress_bar(progress, nblocks, first_seconds):
-    """tqdm over blocks: always for True, for "auto" only if slow and on a terminal."""
-    if progress is False or progress is None or nblocks <= 1:
-        return None
-    if progress == "auto":
-        slow = first_seconds * nblocks > 2.0
-        if not (slow and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-            return None
-    elif progress is not True:
-        raise ValueError(f"`progress` must be one of [True, False, 'auto']; got {progress!r}.")
-    from tqdm.auto import tqdm
-
-    return tqdm(total=nblocks, initial=1, unit="chunk", desc="fastjac", leave=False)
-
-
-def _run_block(ev, block):
-    """Evaluate one block (module-level so process executors can pickle it)."""
-    return ev.evaluate(block)
-
-
-def _split_combos(stencil, combos):
-    """Weights of the evaluated offsets, and the weight of f(x), per estimate."""
-    key = (stencil.offsets, tuple(tuple(r) for r in combos))
-    got = _COMBO_CACHE.get(key)
-    if got is None:
-        W = np.asarray([[w for c, w in zip(stencil.offsets, row) if c != 0] for row in combos])
-        centers = tuple(sum(w for c, w in zip(stencil.offsets, row) if c == 0) for row in combos)
-        got = _COMBO_CACHE[key] = (W, centers)
-    return got
-
-
-_COMBO_CACHE: dict = {}
-
-
-def _combine(F, fx_flat, stencil, combos):
-    """``D_e = c_e f(x) + sum_s W[e, s] F[s]`` for every weight vector ``e``.
-
-    The central-difference result lives in a per-thread scratch buffer (a
-    fresh one per block would page-fault every time): callers must consume
-    it, as every ``scatter`` does, before the next ``_combine``.
-    """
-    S, b, m = F.shape
-    W, centers = _split_combos(stencil, combos)
-    if S == 2 and len(combos) == 1 and W[0, 0] == -W[0, 1] and centers[0] == 0:
-        D = stack_buffer(b * m * F.dtype.itemsize, F.dtype, "combine").reshape(b, m)
-        np.subtract(F[1], F[0], out=D)  # central differences: one pass, no temporaries
-        if W[0, 1] != 1:
-            D *= W[0, 1]
-        return D[None]
-    D = np.tensordot(W.astype(F.dtype), F, axes=(1, 0))
-    for e, c in enumerate(centers):
-        if c:
-            D[e] += c * fx_flat
-    return D
-
-
-def _in_process(ev, blocks, first_F):
-    """``(block, F)`` pairs, evaluated lazily: a tuned block sequence times the
-    work done between two requests (evaluate, combine, scatter)."""
-    for k, block in enumerate(blocks):
-        yield block, (first_F if (k == 0 and first_F is not None) else ev.evaluate(block))
-
-
-def _evaluate_blocks(ev, blocks, first_F, combos, fx_flat, scatter, executor, progress):
-    """Evaluate every block, combine it, hand it to ``scatter``; returns the block count."""
-    if executor is not None:
-        from ._parallel import map_blocks
-
-        pairs = map_blocks(executor, ev, blocks, first_F)
-    else:
-        pairs = _in_process(ev, blocks, first_F)
-    calls, bar = 0, None
-    t0 = time.perf_counter()
-    for k, (block, F) in enumerate(pairs):
-        scatter(block, _combine(F, fx_flat, ev.stencil, combos))
-        calls += 1
-        if k == 0:
-            bar = _progress_bar(progress, len(blocks), time.perf_counter() - t0)
-        elif bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return calls
+def _split_step(step, spec):
+    if step is not None and spec is not None and is_multi(step):
+        return pack_like(spec, step, "step")[0]
+    return step
 
 
 def jacobian_with_info(f, x, *, method="central", order=None, step=None, vectorized="auto",
                        max_memory=None, executor=None, progress="auto", combos=None,
-                       sparsity=None, output="dense"):
+                       sparsity=None, output="dense", f0=None):
     """Like :func:`jacobian`, and also return a :class:`JacobianInfo`.
 
     ``combos`` is an optional list of weight vectors over the stencil's
     offsets; each yields one more estimate of J from the *same* evaluations
     (the checks use it for free noise estimates).  The first estimate is
-    always the stencil's own.  For tuple/dict ``x``, J, ``info.step`` and
-    ``info.extra`` come back in the same container (``output='sparse'``: one
-    CSR column block per input).
+    always the stencil's own.  ``f0`` is ``f(x)`` if the caller already has
+    it (as scipy's ``approx_derivative(f0=...)``): ``f`` is then not called
+    at ``x``.  For tuple/dict ``x``, J, ``info.step`` and ``info.extra`` come
+    back in the same container (``output='sparse'``: one CSR column block per
+    input).
     """
-    _check_callable(f)
-    _check_executor(executor)
-    options = dict(method=method, order=order, vectorized=vectorized, max_memory=max_memory,
-                   executor=executor, progress=progress, combos=combos)
-    structured = sparsity is not None or output != "dense"
-    if not is_multi(x):
-        if structured:
-            from .structure import structured_jacobian
-
-            return structured_jacobian(f, x, step=step, sparsity=sparsity, output=output,
-                                       **options)
-        return _jacobian_flat(f, x, step=step, **options)
-    flat, spec = pack(x)
-    if step is not None and is_multi(step):
-        step = pack_like(spec, step, "step")[0]
-    if structured:
-        from .structure import split_output, structured_jacobian
-
-        J, info = structured_jacobian(spec.wrap(f), flat, step=step, sparsity=sparsity,
-                                      output=output, spec=spec, **options)
-        info.step = spec.split(info.step, ())
-        info.extra = [split_output(spec, E, output, info.fx.shape) for E in info.extra]
-        return split_output(spec, J, output, info.fx.shape), info
-    J, info = _jacobian_flat(spec.wrap(f), flat, step=step, **options)
-    out_shape = info.fx.shape
-    info.step = spec.split(info.step, ())
-    info.extra = [spec.split(E, out_shape) for E in info.extra]
-    return spec.split(J, out_shape), info
-
-
-def _jacobian_flat(f, x, *, method, order, step, vectorized, max_memory, executor, progress,
-                   combos):
     t_start = time.perf_counter()
-    p = _prepare(f, x, method, order, step, vectorized, max_memory)
-    stencil, x0, x_shape, fx, out_shape = p.stencil, p.x0, p.x_shape, p.fx, p.out_shape
-    n, m, eps, h, dtype = p.n, p.m, p.eps, p.h, p.dtype
-    combos = [stencil.weights] + list(combos or [])
+    if sparsity is not None or output != "dense":
+        from .structure import structured_jacobian
 
-    result_bytes = len(combos) * n * m * dtype.itemsize
-    _guard_memory(result_bytes, out_shape + x_shape)
-    JT = [np.empty((n, m), dtype=dtype) for _ in combos]
-    info = JacobianInfo(fx=fx, stencil=stencil, step=h.reshape(x_shape), eps=eps,
-                        strategy="none", nfev=1, ncalls=1)
-    if n == 0 or m == 0:
-        info.strategy = "empty"
-        return _assemble(JT, out_shape, x_shape, info)
-
-    S = stencil.evaluations_per_column
-    ev = Evaluator(f, x0, x_shape, out_shape, stencil, dtype)
-    b = _block_size(S, n, m, np.dtype(ev.stack_dtype).itemsize, max_memory)
-    # Peak of what fastjac allocates: J, plus per chunk the stack, f's output,
-    # its (S, b, m) copy and the combined differences.
-    info.peak_bytes = result_bytes + b * (S * n * np.dtype(ev.stack_dtype).itemsize
-                                          + (2 * S + len(combos)) * m * dtype.itemsize)
-    blocks = CoordinateBlocks(h, b)
-    ev.strategy, first_F = choose_strategy(ev, vectorized, next(iter(blocks)), eps)
-    fx_flat = fx.reshape(m).astype(dtype)
-    if ev.strategy != "vectorized":
-        # Point-by-point paths hold no stack, only f's outputs (S, b, m): larger
-        # blocks cut the per-block overhead (1 MiB of outputs, cache-sized).
-        b = max(b, min(n, (4 * DEFAULT_CHUNK_BYTES) // max(1, S * m * dtype.itemsize)))
-        if max_memory is not None:
-            b = max(1, min(b, max_memory // max(1, S * m * dtype.itemsize)))
-        blocks = CoordinateBlocks(h, b)
-    if ev.strategy == "vectorized" and executor is None and len(blocks) >= MIN_BLOCKS_TO_TUNE:
-        # Long in-process run: let the chunk size be tuned on the first blocks
-        # (see _chunking); the probe's block is still the first one.
-        itemsize = np.dtype(ev.stack_dtype).itemsize
-        largest = _block_size(S, n, m, itemsize, max_memory, TRIAL_FACTORS[-1] * DEFAULT_CHUNK_BYTES)
-        tuned = TunedBlocks(h, b, largest, f, (n, m, np.dtype(ev.stack_dtype).str, S))
-        if tuned.factor not in (None, 1):
-            first_F = None  # a remembered larger size: the probe's block is not the first
-        blocks = tuned
-
-    def scatter(block, D):
-        cols = block.cols
-        sl = slice(int(cols[0]), int(cols[-1]) + 1)  # coordinate blocks are contiguous
-        inv = (1.0 / block.steps).astype(dtype)[:, None]
-        for e in range(len(JT)):
-            np.multiply(D[e], inv, out=JT[e][sl])
-
-    ncalls = _evaluate_blocks(ev, blocks, first_F, combos, fx_flat, scatter, executor, progress)
-    info.strategy = ev.strategy
-    info.nfev += S * n
-    info.ncalls += ncalls if ev.strategy == "vectorized" else S * n
-    info.nblocks = ncalls  # blocks actually evaluated (a tuned run decides as it goes)
-    info.block_size = b * (getattr(blocks, "factor", 1) or 1)
-    info.seconds = time.perf_counter() - t_start
-    return _assemble(JT, out_shape, x_shape, info)
-
-
-def _assemble(JT, out_shape, x_shape, info):
+        return structured_jacobian(f, x, method=method, order=order, step=step,
+                                   vectorized=vectorized, max_memory=max_memory,
+                                   executor=executor, progress=progress, combos=combos,
+                                   sparsity=sparsity, output=output, f0=f0)
+    prep = prepare(f, x, method=method, order=order, vectorized=vectorized,
+                   max_memory=max_memory, executor=executor, progress=progress, f0=f0)
+    h = prep.steps(_split_step(step, prep.spec))
+    estimates = [prep.stencil.weights] + list(combos or [])
+    if prep.n == 0 or prep.m == 0:
+        JT = [np.empty((prep.n, prep.m), dtype=prep.dtype) for _ in estimates]
+        stats = None
+    else:
+        JT, stats = dense_jacobian(prep, h, estimates)
     # J is stored transposed, (n, m), so each block writes contiguous rows;
     # the transpose below is a view, so there is no extra pass over J.
+    out_shape, x_shape = prep.out_shape, prep.x_shape
     Js = [jt.T.reshape(out_shape + x_shape) for jt in JT]
+    if prep.stencil.complex_step and stats is not None:
+        _check_analytic(prep, JT[0])
+    info = make_info(prep, h.reshape(x_shape), stats, t_start)
+    if stats is None:
+        info.strategy = "empty"
+    if stats is not None:
+        # J, plus per chunk the stack, f's output and the combined differences.
+        S = prep.stencil.evaluations_per_column
+        info.peak_bytes = sum(j.nbytes for j in JT) + stats.block_size * (
+            S * prep.n + (2 * S + len(estimates)) * prep.m) * prep.dtype.itemsize
     info.extra = Js[1:]
+    if prep.spec is not None:
+        spec = prep.spec
+        info.step = spec.split(info.step, ())
+        info.extra = [spec.split(E, out_shape) for E in info.extra]
+        return spec.split(Js[0], out_shape), info
     return Js[0], info
+
+
+def _check_analytic(prep, JT):
+    """Compare the complex-step ``J v`` with a real 4th-order difference along one
+    random direction (4 evaluations): code that is not analytic as written
+    (``abs``, ``max``, ``real``, many special functions) gives the complex step a
+    wrong derivative without any error."""
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(prep.n)
+    x0 = prep.x0.astype(np.float64)
+    t = relative_step(get_stencil("central", 4), prep.eps) * max(1.0, float(np.max(np.abs(x0)))) / \
+        float(np.max(np.abs(v)))
+    d = ((x0 + t * v).astype(prep.x0.dtype) - prep.x0).astype(np.float64)
+    offsets = (-2, -1, 1, 2)
+    F = _real_values(prep, d, offsets)
+    fd4 = (F[0] - 8 * F[1] + 8 * F[2] - F[3]) / 12.0
+    fd2 = (F[2] - F[1]) / 2.0
+    cv = JT.T.astype(np.float64) @ d
+    fscale = max(float(np.max(np.abs(prep.fx), initial=0.0)), 1e-300)
+    tol = tolerance_for(prep.dtype)
+    allowed = (tol.rtol * np.maximum(np.abs(cv), np.abs(fd4)) + 10 * np.abs(fd4 - fd2)
+               + 100 * prep.eps * fscale)
+    bad = np.abs(cv - fd4) > allowed
+    if np.any(bad):
+        i = int(np.argmax(np.abs(cv - fd4) - allowed))
+        raise NonAnalyticError(
+            "`method='complex'` needs f to be analytic as written, and it is not: along a "
+            f"random direction the complex step gives {cv[i]:.6g} but a real central "
+            f"difference gives {fd4[i]:.6g} (output {i}). abs, max/min, comparisons, .real, "
+            "var/std and many special functions are not analytic in the complex plane. "
+            "Use method='central'.")
+
+
+def _real_values(prep, d, offsets):
+    """``f(x0 + c d)`` for real offsets, with a real stencil on the same plan's f."""
+    from ._engine import values as raw_values
+
+    real = prepare(prep.f, _unflat(prep, prep.x0), method="central", order=2,
+                   vectorized=prep.vectorized if prep.vectorized != "auto" else "auto",
+                   f0=prep.fx)
+    F = raw_values(real, DenseDirections(d[None, :].astype(prep.x0.dtype), np.arange(1)), offsets)
+    prep.nfev += real.nfev
+    prep.ncalls += real.ncalls
+    return F[:, 0, :].astype(np.float64)
+
+
+def _unflat(prep, flat):
+    if prep.spec is None:
+        return flat.reshape(prep.x_shape)
+    return prep.spec.unpack(flat)
 
 
 def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto",
@@ -422,17 +146,20 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     Parameters
     ----------
     f : callable
-        ``f(x)`` returns a scalar or an array of any shape.  With
-        ``vectorized=True`` it must also map a batch ``(k, *x.shape)`` to
-        ``(k, *f(x).shape)``.  ``f`` receives read-only arrays.
-    x : array_like
+        ``f(x)`` returns a scalar or an array of any shape.  ``f`` receives
+        read-only arrays (an ``f`` that rejects them, such as a Cython
+        memoryview, gets verified writable copies).
+    x : array_like, or tuple/dict of array_like
         The point: a scalar, nested list or array of any shape.  Never
         modified.  Integers and booleans are computed in float64; float32
-        stays float32.
+        stays float32.  A tuple/dict is several inputs: ``f(*x)`` / ``f(**x)``,
+        and J comes back in the same container, one block per input.
     method : {'central', 'forward', 'backward', 'complex'}, optional
         The stencil family (see ``fastjac.stencils.STENCILS``).  ``'complex'``
         is the complex step ``Im f(x + ih) / h``, exact to rounding for
-        functions that are analytic and written to accept complex input.
+        functions that are analytic and written to accept complex input; it
+        is verified against a real difference along one random direction
+        (4 more evaluations) and raises :class:`NonAnalyticError` otherwise.
     order : int, optional
         Truncation order: 2, 4 or 6 for central; 1 or 2 for one-sided.
         Default: the method's natural order (2 for central and complex,
@@ -441,19 +168,24 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
         Absolute step, a scalar or one per element of ``x``.  Default:
         ``EPS**(1/(p+1)) * max(1, |x_j|)`` for a stencil of order ``p``, with
         EPS from the less precise of x and f(x).
-    vectorized : {'auto', True, False}, optional
-        Whether ``f`` takes a leading batch axis.  ``'auto'`` probes once,
-        verifies a few rows against single calls and remembers the answer
-        per function; a function that broadcasts but mixes rows (such as a
-        softmax over axis 0) falls back to one call per point.
+    vectorized : {'auto', True, False, 'leading', 'trailing'}, optional
+        Whether ``f`` takes a batch of points.  ``True`` (or ``'leading'``):
+        ``f`` maps ``(k, *x.shape)`` to ``(k, *f(x).shape)``.  ``'trailing'``:
+        ``f`` maps ``(*x.shape, k)`` to ``(*f(x).shape, k)``, the points being
+        extra columns (column-major code such as the notebook's, which
+        reduces over axis 0).  ``'auto'`` probes both layouts once, verifies a
+        few points against single calls and remembers the answer per
+        function; otherwise ``f`` is called once per point, and
+        ``JacobianInfo.fallback`` says why.
     max_memory : int, optional
         Upper bound in bytes of any one chunk (stack plus f's output).
     executor : concurrent.futures.Executor, optional
         Evaluate chunks as independent tasks: a ``ThreadPoolExecutor``, a
         ``ProcessPoolExecutor``, or a ``dask.distributed.Client`` (or
-        ``client.get_executor()``).  Process and cluster executors need a
-        picklable ``f`` (dask uses cloudpickle, so lambdas work there).
-        See ``docs/scale.md`` for Numba ``parallel=True`` safety.
+        ``client.get_executor()``).  Results are bitwise those of the
+        in-process run.  Process and cluster executors need a picklable
+        ``f`` (dask uses cloudpickle, so lambdas work there).  See
+        ``docs/scale.md`` for Numba ``parallel=True`` safety.
     progress : {'auto', True, False}, optional
         Show a tqdm bar over chunks; ``'auto'`` only for runs longer than
         about two seconds on a terminal.
@@ -478,7 +210,7 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     Raises
     ------
     ValueError
-        Unknown method/order, non-finite x, a shape that changes between calls.
+        Unknown method/order, non-finite x, a shape that changes between points.
     TypeError
         Non-numeric x or output of f.
     MemoryError
@@ -492,6 +224,11 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     balances them.  For 2nd-order central differences in float64 that is
     about 1e-10 to 1e-11 relative; 4th order about 1e-13; the complex step
     reaches rounding (1e-16).
+
+    Cost: ``f(x)`` plus ``S * n`` points (``S`` = 2 for central order 2) in
+    as few batched calls as the memory budget allows.  The first call for a
+    function and layout also probes how ``f`` batches (a batch and three
+    single calls); later calls reuse that plan.
 
     Examples
     --------
@@ -515,7 +252,8 @@ def jacobian(f, x, *, method="central", order=None, step=None, vectorized="auto"
     return J
 
 
-def gradient(f, x, **options):
+def gradient(f, x, *, method="central", order=None, step=None, vectorized="auto",
+             max_memory=None, executor=None, progress="auto", sparsity=None, output="dense"):
     """Gradient of a scalar-valued ``f``, shaped like ``x``.
 
     Takes the same keyword options as :func:`jacobian`.
@@ -527,7 +265,9 @@ def gradient(f, x, **options):
     >>> np.allclose(g, [2.0, -4.0])
     True
     """
-    J, info = jacobian_with_info(f, x, **options)
+    J, info = jacobian_with_info(f, x, method=method, order=order, step=step,
+                                 vectorized=vectorized, max_memory=max_memory, executor=executor,
+                                 progress=progress, sparsity=sparsity, output=output)
     if info.fx.size != 1:
         raise ValueError(
             f"`f` must return a scalar for gradient(); f(x) has shape {info.fx.shape}. "
@@ -535,7 +275,7 @@ def gradient(f, x, **options):
     lead = info.fx.ndim  # drop f's size-1 axes: the gradient is shaped like x
 
     def squeeze(a):
-        return a.reshape(a.shape[lead:])
+        return a.reshape(a.shape[lead:]) if isinstance(a, np.ndarray) else a
 
     if isinstance(J, tuple):
         return tuple(squeeze(a) for a in J)
@@ -544,16 +284,19 @@ def gradient(f, x, **options):
     return squeeze(J)
 
 
-def jvp(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
+def jvp(f, x, v, *, method="central", order=None, step=None, vectorized="auto",
+        max_memory=None, executor=None, progress="auto"):
     """Directional derivative ``J(x) @ v`` from 2 evaluations (central).
 
     Parameters
     ----------
     f : callable
-    x : array_like
+    x : array_like, or tuple/dict of array_like
     v : array_like, shape x.shape or (k, *x.shape)
-        One tangent, or ``k`` tangents evaluated in one batched stack.
-    method, order, vectorized :
+        One tangent, or ``k`` tangents evaluated in one batched stack (for a
+        tuple/dict ``x``, the same container, optionally with a leading ``k``
+        axis on every part).
+    method, order, vectorized, max_memory, executor, progress :
         As in :func:`jacobian`.
     step : float, optional
         Step along each direction (in units of ``v``).  Default
@@ -571,58 +314,59 @@ def jvp(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
     >>> float(np.round(fastjac.jvp(lambda x: x @ x, x, np.array([1.0, 0.0])), 8))
     2.0
     """
-    jv, _ = jvp_with_info(f, x, v, method=method, order=order, step=step, vectorized=vectorized)
+    jv, _ = jvp_with_info(f, x, v, method=method, order=order, step=step, vectorized=vectorized,
+                          max_memory=max_memory, executor=executor, progress=progress)
     return jv
 
 
-def jvp_with_info(f, x, v, *, method="central", order=None, step=None, vectorized="auto"):
-    """:func:`jvp` plus its :class:`JacobianInfo` (``step`` holds ``t`` per direction)."""
-    _check_callable(f)
-    if is_multi(x):
-        flat, spec = pack(x)
-        vflat, _ = pack_like(spec, v)
-        return jvp_with_info(spec.wrap(f), flat, vflat, method=method, order=order,
-                             step=step, vectorized=vectorized)
-    stencil = get_stencil(method, order)
-    _check_options(vectorized, None)
-    x0 = as_point(x)
-    x_shape = x0.shape
-    V = as_point(v, "v")
-    single = V.shape == x_shape
-    if not single and V.shape[1:] != x_shape:
-        raise ValueError(
-            f"`v` must have the shape of x {x_shape} or (k, *x.shape); got {V.shape}.")
-    x0 = x0.reshape(-1)
-    V = V.reshape(-1 if single else V.shape[0], x0.size).astype(x0.dtype)
-    if single:
-        V = V.reshape(1, -1)
-    fx = _evaluate_f0(f, x0, x_shape)
-    eps = eps_for(x0.dtype, fx.dtype)
-    dtype = _result_dtype(x0, fx)
+def direction_steps(x0, V, stencil, eps, step=None):
+    """Step ``t`` per direction: ``rel * max(1, max|x|) / max|v|``, so no element moves
+    further than :func:`jacobian` would move the largest; or the user's ``step``."""
     vmax = np.max(np.abs(V), axis=1) if V.size else np.zeros(V.shape[0])
     if step is None:
         scale = max(1.0, float(np.max(np.abs(x0), initial=0.0)))
-        from .steps import relative_step
+        return relative_step(stencil, eps) * scale / np.where(vmax > 0, vmax, 1.0), vmax
+    flat = check_step(step, np.empty(V.shape[0]))
+    return np.broadcast_to(flat.astype(np.float64), (V.shape[0],)).copy(), vmax
 
-        t = relative_step(stencil, eps) * scale / np.where(vmax > 0, vmax, 1.0)
+
+def jvp_with_info(f, x, v, *, method="central", order=None, step=None, vectorized="auto",
+                  max_memory=None, executor=None, progress="auto"):
+    """:func:`jvp` plus its :class:`JacobianInfo` (``step`` holds ``t`` per direction)."""
+    t_start = time.perf_counter()
+    check_callable(f)
+    prep = prepare(f, x, method=method, order=order, vectorized=vectorized,
+                   max_memory=max_memory, executor=executor, progress=progress)
+    x_shape = prep.x_shape
+    if prep.spec is not None:
+        V, batched = pack_like(prep.spec, v)
+        V = V.astype(prep.x0.dtype)
+        single = not batched
     else:
-        _check_step(step, np.empty(()))
-        t = np.full(V.shape[0], float(step))
-    t = t.astype(x0.dtype)
-    ev = Evaluator(f, x0, x_shape, fx.shape, stencil, dtype)
-    block = DenseDirections(V * t[:, None], np.arange(V.shape[0]))
-    info = JacobianInfo(fx=fx, stencil=stencil, step=t, eps=eps, strategy="none", nfev=1, ncalls=1)
-    out = np.zeros((V.shape[0], fx.size), dtype=dtype)
-    if V.shape[0] and fx.size and x0.size:
-        ev.strategy, first_F = choose_strategy(ev, vectorized, block, eps)
-        F = first_F if first_F is not None else ev.evaluate(block)
-        D = _combine(F, fx.reshape(-1).astype(dtype), stencil, [stencil.weights])[0]
-        out = D / t[:, None].astype(dtype)
+        V = as_point(v, "v")
+        single = V.shape == x_shape
+        if not single and V.shape[1:] != x_shape:
+            raise ValueError(
+                f"`v` must have the shape of x {x_shape} or (k, *x.shape); got {V.shape}.")
+    V = V.reshape(-1 if not single else 1, prep.n).astype(prep.x0.dtype)
+    t, vmax = direction_steps(prep.x0, V, prep.stencil, prep.eps, step)
+    t = t.astype(prep.x0.dtype)
+    k, m = V.shape[0], prep.m
+    out = np.zeros((k, m), dtype=prep.dtype)
+    stats = None
+    if k and m and prep.n:
+        inv_t = (1.0 / t).astype(prep.dtype)
+
+        def scatter(block, D):
+            lo = int(block.cols[0])
+            out[lo:lo + block.size] = D[0] * inv_t[lo:lo + block.size, None]
+
+        from ._engine import dense_source
+
+        stats = run(prep, dense_source(V * t[:, None]), scatter, count=k)
         out[vmax == 0] = 0.0
-        info.strategy = ev.strategy
-        info.nfev += F.shape[0] * F.shape[1]
-        info.ncalls += 1 if ev.strategy == "vectorized" else F.shape[0] * F.shape[1]
-    out = out.reshape((V.shape[0],) + fx.shape)
+    info = make_info(prep, t, stats, t_start)
+    out = out.reshape((k,) + prep.out_shape)
     return (out[0] if single else out), info
 
 
@@ -640,3 +384,4 @@ def numeric_jacobian(x, f, epsilon=1e-4):
            [0., 4.]])
     """
     return jacobian(f, x, method="central", order=2, step=epsilon)
+

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._report import JacobianCheck, Mismatch
+from .report import JacobianCheck, Mismatch
 from ._validate import describe, working_dtype
-from .perturb import readonly
+from ._engine import readonly
 from .steps import eps_for
 
 __all__ = ["GradientMonitor", "GradientWarning", "GradientCheckError", "MonitorReport",

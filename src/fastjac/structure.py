@@ -24,14 +24,17 @@ missed entry leaks into the entries of its row's group-mates).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._engine import (SparseDirections, dense_jacobian, guard_result, make_info, prepare, run)
+from ._inputs import is_multi, pack_like
 from ._jit import lazy_njit
 
 __all__ = ["batch_independent", "BatchIndependent", "color_columns", "structured_jacobian",
-           "OUTPUTS"]
+           "OUTPUTS", "ColorBlocks", "resolve", "split_output", "check_output"]
 
 #: Output formats of a structured Jacobian.
 OUTPUTS = ("dense", "sparse", "diagonal")
@@ -316,19 +319,26 @@ def resolve(sparsity, x_shape, out_shape, spec=None) -> _Structure:
 # Evaluation
 
 
-def color_blocks(structure, h, block_size):
-    """:class:`~fastjac.perturb.SparseDirections` over consecutive colors."""
-    from .perturb import SparseDirections
+class ColorBlocks:
+    """:class:`~fastjac._engine.SparseDirections` over consecutive colors, built lazily."""
 
-    order, gptr = structure.groups()
-    for g0 in range(0, structure.ncolors, block_size):
-        g1 = min(structure.ncolors, g0 + block_size)
-        lo, hi = gptr[g0], gptr[g1]
-        idx = order[lo:hi]
-        yield SparseDirections(gptr[g0:g1 + 1] - lo, idx, h[idx], np.arange(g0, g1))
+    def __init__(self, structure, h, block_size):
+        self.structure, self.h, self.size = structure, h, max(1, int(block_size))
+        self.order, self.gptr = structure.groups()
+
+    def __len__(self):
+        return -(-self.structure.ncolors // self.size)
+
+    def __iter__(self):
+        order, gptr, h = self.order, self.gptr, self.h
+        for g0 in range(0, self.structure.ncolors, self.size):
+            g1 = min(self.structure.ncolors, g0 + self.size)
+            lo, hi = gptr[g0], gptr[g1]
+            idx = order[lo:hi]
+            yield SparseDirections(gptr[g0:g1 + 1] - lo, idx, h[idx], np.arange(g0, g1))
 
 
-def _scatter_for(structure, vals, h, dtype, out_shape):
+def _scatter_for(structure, vals, h, dtype):
     inv_h = (1.0 / h).astype(dtype)
     if structure.diagonal:
         def scatter(block, D):  # one color, rows == cols: no gather needed
@@ -409,71 +419,63 @@ def check_output(output):
 
 
 def structured_jacobian(f, x, *, sparsity, output, method, order, step, vectorized,
-                        max_memory, executor, progress, combos, spec=None):
-    """Engine entry for ``sparsity=`` / ``output=`` (single flat-or-shaped array x).
+                        max_memory, executor, progress, combos, f0=None):
+    """Engine entry for ``sparsity=`` / ``output=``.
 
     Returns ``(J, info)`` with ``J`` formatted per ``output``; ``info.extra``
-    holds the ``combos`` estimates in the same format.
+    holds the ``combos`` estimates in the same format.  For tuple/dict ``x``
+    the result is split into one part per input.
     """
-    import time
-
-    from . import engine as E
-    from ._strategies import Evaluator, choose_strategy
-
     t_start = time.perf_counter()
     check_output(output)
+    if sparsity is None and output == "diagonal":
+        raise ValueError(
+            "`output='diagonal'` needs `sparsity` ('diagonal' for an elementwise f): "
+            "without it every column must be evaluated anyway; use output='dense'.")
+    prep = prepare(f, x, method=method, order=order, vectorized=vectorized,
+                   max_memory=max_memory, executor=executor, progress=progress, f0=f0)
+    spec = prep.spec
+    if step is not None and spec is not None and is_multi(step):
+        step = pack_like(spec, step, "step")[0]
+    h = prep.steps(step)
+    n, m, dtype = prep.n, prep.m, prep.dtype
+    estimates = [prep.stencil.weights] + list(combos or [])
     if sparsity is None:
-        if output == "diagonal":
-            raise ValueError(
-                "`output='diagonal'` needs `sparsity` ('diagonal' for an elementwise f): "
-                "without it every column must be evaluated anyway; use output='dense'.")
         # output='sparse' without a pattern: a dense run, converted.
         import scipy.sparse as sp
 
-        J, info = E._jacobian_flat(f, x, method=method, order=order, step=step,
-                                   vectorized=vectorized, max_memory=max_memory,
-                                   executor=executor, progress=progress, combos=combos)
-        m, n = info.fx.size, info.step.size
-        info.extra = [sp.csr_array(e.reshape(m, n)) for e in info.extra]
-        return sp.csr_array(J.reshape(m, n)), info
-    p = E._prepare(f, x, method, order, step, vectorized, max_memory)
-    n, m = p.n, p.m
-    combos = [p.stencil.weights] + list(combos or [])
-    info = E.JacobianInfo(fx=p.fx, stencil=p.stencil, step=p.h.reshape(p.x_shape), eps=p.eps,
-                          strategy="none", nfev=1, ncalls=1)
-
-    structure = resolve(sparsity, p.x_shape, p.out_shape, spec)
-    info.ncolors = structure.ncolors
-    if structure.kind == "batch":
-        B, Mf, Nf = structure.batch
-        vals = [np.zeros((B, Mf, Nf), dtype=p.dtype) for _ in combos]
+        JT, stats = dense_jacobian(prep, h, estimates) if n and m else (
+            [np.zeros((n, m), dtype) for _ in estimates], None)
+        Js = [sp.csr_array(jt.T) for jt in JT]
+        info = make_info(prep, h.reshape(prep.x_shape), stats, t_start)
     else:
-        vals = [np.zeros(len(structure.rows), dtype=p.dtype) for _ in combos]
-    value_bytes = sum(v.nbytes for v in vals)
-    # What the chosen format allocates on top of the values: J itself, the
-    # diagonal, or CSR data plus int64 indices (~3x the values while built).
-    out_bytes = {"dense": len(combos) * m * n * p.dtype.itemsize,
-                 "diagonal": len(combos) * n * p.dtype.itemsize,
-                 "sparse": 3 * value_bytes}[output]
-    E._guard_memory(out_bytes + value_bytes, tuple(p.out_shape) + tuple(p.x_shape),
-                    structured=True)
-    if n == 0 or m == 0 or structure.ncolors == 0:
+        structure = resolve(sparsity, prep.x_shape, prep.out_shape, spec)
+        if structure.kind == "batch":
+            B, Mf, Nf = structure.batch
+            vals = [np.zeros((B, Mf, Nf), dtype=dtype) for _ in estimates]
+        else:
+            vals = [np.zeros(len(structure.rows), dtype=dtype) for _ in estimates]
+        value_bytes = sum(v.nbytes for v in vals)
+        # What the chosen format allocates on top of the values: J itself, the
+        # diagonal, or CSR data plus int64 indices (~3x the values while built).
+        out_bytes = {"dense": len(estimates) * m * n * dtype.itemsize,
+                     "diagonal": len(estimates) * n * dtype.itemsize,
+                     "sparse": 3 * value_bytes}[output]
+        guard_result(out_bytes + value_bytes, prep.out_shape + prep.x_shape, structured=True)
+        stats = None
+        if n and m and structure.ncolors:
+            scatter = _scatter_for(structure, vals, h, dtype)
+            stats = run(prep, lambda b: ColorBlocks(structure, h, b), scatter,
+                        count=structure.ncolors, combos=estimates)
+        info = make_info(prep, h.reshape(prep.x_shape), stats, t_start)
+        info.ncolors = structure.ncolors
+        Js = [_format(structure, v, output, m, n, prep.out_shape, prep.x_shape, dtype)
+              for v in vals]
+    if stats is None:
         info.strategy = "empty"
-    else:
-        S = p.stencil.evaluations_per_column
-        ev = Evaluator(p.f, p.x0, p.x_shape, p.out_shape, p.stencil, p.dtype)
-        b = E._block_size(S, n, m, np.dtype(ev.stack_dtype).itemsize, max_memory)
-        blocks = list(color_blocks(structure, p.h, b))
-        ev.strategy, first_F = choose_strategy(ev, vectorized, blocks[0], p.eps)
-        fx_flat = p.fx.reshape(m).astype(p.dtype)
-        scatter = _scatter_for(structure, vals, p.h, p.dtype, p.out_shape)
-        ncalls = E._evaluate_blocks(ev, blocks, first_F, combos, fx_flat, scatter, executor,
-                                    progress)
-        info.strategy = ev.strategy
-        info.nfev += S * structure.ncolors
-        info.ncalls += ncalls if ev.strategy == "vectorized" else S * structure.ncolors
-        info.nblocks, info.block_size = len(blocks), b
-    Js = [_format(structure, v, output, m, n, p.out_shape, p.x_shape, p.dtype) for v in vals]
     info.extra = Js[1:]
-    info.seconds = time.perf_counter() - t_start
+    if spec is not None:
+        info.step = spec.split(info.step, ())
+        info.extra = [split_output(spec, E, output, info.fx.shape) for E in info.extra]
+        return split_output(spec, Js[0], output, info.fx.shape), info
     return Js[0], info

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import lazy_njit
+from .._jit import lazy_njit
 
 __all__ = ["evaluate_block_numba"]
 

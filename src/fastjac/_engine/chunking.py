@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from ._memo import FunctionMemo
-from .perturb import SparseDirections
+from .._memo import FunctionMemo
+from .directions import SparseDirections
 
-__all__ = ["TunedBlocks", "TRIAL_FACTORS"]
+__all__ = ["TunedBlocks", "TRIAL_FACTORS", "MIN_BLOCKS_TO_TUNE"]
 
 #: Multiples of the default chunk size tried on a run.
 TRIAL_FACTORS = (1, 2, 4, 8, 16)
@@ -93,6 +93,6 @@ class TunedBlocks:
             cols = np.arange(start, min(self.n, start + factor * self.base))
             start = cols[-1] + 1
             last = time.perf_counter()
-            yield SparseDirections(np.arange(len(cols) + 1), cols, self.h[cols], cols)
+            yield SparseDirections(np.arange(len(cols) + 1), cols, self.h[cols], cols, int(cols[0]))
         if self.factor is None:  # the run ended inside the trials
             self.factor = min(self.timings, key=self.timings.get) if self.timings else 1

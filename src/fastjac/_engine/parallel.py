@@ -28,8 +28,15 @@ import logging
 import pickle
 import sys
 import threading
+from dataclasses import dataclass
 
-__all__ = ["map_blocks", "run_block", "numba_threading_layer"]
+import numpy as np
+
+from .._validate import describe
+from .combine import combine
+
+__all__ = ["map_blocks", "run_block", "BlockJob", "numba_threading_layer", "loopback_cluster",
+           "is_thread_like", "layer_loadable"]
 
 _log = logging.getLogger("fastjac")
 
@@ -45,7 +52,7 @@ _LAYER_CANDIDATES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _loadable(layer) -> bool:
+def layer_loadable(layer) -> bool:
     # Cached: a failed import is retried (with a file-system search) every time.
     try:
         if layer == "tbb":
@@ -81,24 +88,44 @@ def numba_threading_layer():
             return chosen, False
         order = _LAYER_CANDIDATES.get(chosen, tuple(numba.config.THREADING_LAYER_PRIORITY))
         for layer in order:
-            if _loadable(layer):
+            if layer_loadable(layer):
                 return layer, False
     except Exception:
         pass
     return "unknown", False
 
 
-def run_block(ev, block):
-    """Evaluate one block; the task every executor runs (module-level: picklable).
+@dataclass(frozen=True)
+class BlockJob:
+    """What every task of one run shares: the task, the offsets and the
+    combination weights.  Sent to a worker once (dask scatters it)."""
 
-    Serialised per process under Numba's ``workqueue`` layer, which aborts on
-    concurrent entry from several threads.
+    task: object
+    offsets: tuple
+    weights: np.ndarray
+    centers: tuple
+    fx_flat: np.ndarray
+
+
+def run_block(job, block):
+    """Evaluate and combine one block; the task every executor runs (module-level: picklable).
+
+    Returns a *fresh* array: a task may not hand back a buffer its thread
+    reuses (the stack, the loop's outputs, or f's own output buffer), because
+    with several tasks in flight per thread the next one would overwrite it
+    before the caller has read it.  Serialised per process under Numba's
+    ``workqueue`` layer, which aborts on concurrent entry from several threads.
     """
     layer, _ = numba_threading_layer()
     if layer in ("workqueue", "unknown"):
         with _SERIAL:
-            return ev.evaluate(block)
-    return ev.evaluate(block)
+            return _evaluate_fresh(job, block)
+    return _evaluate_fresh(job, block)
+
+
+def _evaluate_fresh(job, block):
+    F, _ = job.task.evaluate(block, job.offsets)
+    return combine(F, job.weights, job.centers, job.fx_flat, fresh=True)
 
 
 def _module(executor) -> str:
@@ -111,6 +138,11 @@ def _is_dask(executor) -> bool:
 
 def _is_process_like(executor) -> bool:
     return "Process" in type(executor).__name__ or _is_dask(executor)
+
+
+def is_thread_like(executor) -> bool:
+    """Tasks run in threads of this process (they share f and its buffers)."""
+    return not _is_process_like(executor)
 
 
 def _check_picklable(ev, executor):
@@ -134,7 +166,7 @@ def _check_picklable(ev, executor):
                   "function (lambdas and closures do not pickle with pickle), or use a "
                   "dask.distributed Client, whose cloudpickle handles lambdas.")
     try:
-        dumps(ev.f)
+        dumps(ev.task.f)
     except Exception as exc:
         raise TypeError(
             f"`f` cannot be pickled with {how}, so it cannot be sent to a "
@@ -201,46 +233,46 @@ def _explain(exc, executor):
     raise exc
 
 
-def map_blocks(executor, ev, blocks, first_F=None, on_done=None):
-    """Yield ``(block, F)`` in order, evaluating blocks as executor tasks.
+def map_blocks(executor, job, blocks):
+    """Yield ``(block, D)`` in order, evaluating blocks as executor tasks.
 
-    At most a bounded window of tasks is in flight.  ``on_done`` is called
-    once per finished block (progress bars).
+    At most a bounded window of tasks is in flight; each returns its own
+    combined differences ``D`` (see :func:`run_block`).
     """
-    _check_picklable(ev, executor)
+    _check_picklable(job, executor)
     pool, owned = _safe_executor(executor)
-    payload = ev
+    payload = job
     if _is_dask(pool) and hasattr(pool, "scatter"):
         # Ship x0 and f to every worker once instead of once per task.
-        payload = pool.scatter(ev, broadcast=True, hash=False)
+        payload = pool.scatter(job, broadcast=True, hash=False)
     window = _window(pool)
     pending = collections.deque()
-    todo = iter(enumerate(blocks))
+    todo = iter(blocks)
     try:
         while True:
             while len(pending) < window:
-                item = next(todo, None)
-                if item is None:
+                block = next(todo, None)
+                if block is None:
                     break
-                k, block = item
-                if k == 0 and first_F is not None:
-                    pending.append((block, None))
-                else:
-                    pending.append((block, pool.submit(run_block, payload, block)))
+                fut = pool.submit(run_block, payload, block)
+                if not callable(getattr(fut, "result", None)):
+                    raise TypeError(
+                        "`executor.submit` must return a future (an object with a result() "
+                        f"method), as concurrent.futures and dask do; got {describe(fut)}.")
+                pending.append((block, fut))
             if not pending:
                 return
             block, fut = pending.popleft()
             try:
-                F = first_F if fut is None else fut.result()
+                D = fut.result()
             except Exception as exc:
                 _explain(exc, pool)
-            if on_done is not None:
-                on_done()
-            yield block, F
+            yield block, D
     finally:
         for _, fut in pending:
-            if fut is not None:
-                fut.cancel()
+            cancel = getattr(fut, "cancel", None)
+            if callable(cancel):
+                cancel()
         if owned:
             pool.shutdown(wait=True)
 
