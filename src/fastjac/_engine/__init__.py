@@ -15,6 +15,7 @@ Reading order, bottom up:
 Sibling modules use the names re-exported here and nothing else.
 """
 from .combine import combine, split_weights
+from .fastpath import lookup as fast_lookup, remember as fast_remember
 from .directions import (CoordinateBlocks, DenseDirections, SparseDirections, coordinate_block,
                          coordinate_source, dense_source)
 from .info import JacobianInfo
@@ -31,5 +32,5 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES", "available_memory", "block_size", "guard_result", "loopback_cluster",
     "numba_threading_layer", "RunStats", "dense_jacobian", "make_info", "offsets_of", "run",
     "values", "Plan", "Prepared", "check_callable", "check_executor", "check_step", "prepare",
-    "readonly", "STRATEGIES", "as_output",
+    "readonly", "STRATEGIES", "as_output", "fast_lookup", "fast_remember",
 ]

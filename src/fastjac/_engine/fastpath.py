@@ -1,0 +1,169 @@
+"""The warm path of a small problem: one prepared block, one call of ``f``.
+
+Most checks are small (a test suite, the notebook's 3-12 elements), and
+there the general pipeline's bookkeeping (validating options, building
+blocks, combining, scattering) costs more than ``f`` itself.  Once a plan
+has decided how ``f`` batches and every direction fits in one block, the
+whole run is a handful of numpy operations around one call of ``f``, all
+precomputed here: the stack buffer and its read-only view, the views of the
+entries each offset moves, and the stencil weights.  A :class:`FastPath`
+is made by the pipeline after a full run and kept on the plan.
+
+Anything unusual (another shape or dtype, a non-finite ``x``, an output of
+another shape or dtype, a nested or concurrent call) makes
+:meth:`FastPath.__call__` return None, and the caller takes the general
+path, which re-validates and re-plans as needed.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from .._memo import FunctionMemo
+from ..steps import relative_step
+from .buffers import enter_nested, leave_nested, readonly
+from .combine import combine, split_weights
+
+__all__ = ["FastPath", "FAST_MAX_BYTES", "lookup", "remember"]
+
+#: Largest stack (all points of the problem) served by a fast path: beyond
+#: it the pipeline's chunking matters more than its bookkeeping.
+FAST_MAX_BYTES = 1 << 18
+
+
+class FastPath:
+    """One precomputed block covering every coordinate, for one plan.
+
+    Parameters
+    ----------
+    f : callable
+        The function as the engine calls it.
+    x_shape, dtype :
+        The layout of ``x`` this path serves.
+    out_shape, out_dtype :
+        What ``f`` returned per point when the plan was made.
+    layout : {'leading', 'trailing'}
+    offsets : tuple of float
+        The stencil's nonzero offsets.
+    W, centers :
+        The stencil's weights, as :func:`.combine.split_weights` gives them.
+    rel : float
+        Relative step ``EPS**(1/(p+1))`` of the step rule.
+    center : bool
+        Whether the last point of the stack is ``x`` itself (a guard).
+    """
+
+    def __init__(self, f, x_shape, dtype, out_shape, out_dtype, layout, offsets, W, centers,
+                 rel, center=False):
+        n = int(np.prod(x_shape, dtype=np.int64))
+        S = len(offsets)
+        rows = S * n + bool(center)
+        self.f, self.x_shape, self.dtype, self.n = f, tuple(x_shape), np.dtype(dtype), n
+        self.out_shape, self.out_dtype = tuple(out_shape), np.dtype(out_dtype)
+        self.m = int(np.prod(out_shape, dtype=np.int64))
+        self.layout, self.rows, self.center = layout, rows, center
+        self.offsets, self.W, self.centers, self.rel = offsets, W, centers, rel
+        shape = (rows, n) if layout == "leading" else (n, rows)
+        self.stack = np.empty(shape, dtype=self.dtype)
+        flat = self.stack.reshape(-1)
+        # The entries offset s moves: (s*n + j, j) in leading, (j, s*n + j) in trailing.
+        if layout == "leading":
+            self.moved = [flat[s * n * n::n + 1][:n] for s in range(S)]
+            self.batch = readonly(self.stack).reshape((rows,) + self.x_shape)
+            self.want = (rows,) + self.out_shape
+        else:
+            self.moved = [flat[s * n::rows + 1][:n] for s in range(S)]
+            self.batch = readonly(self.stack).reshape(self.x_shape + (rows,))
+            self.want = self.out_shape + (rows,)
+        self.h = np.empty(n, dtype=self.dtype)
+        self.owner = threading.get_ident()
+        self.busy = False
+
+    def __call__(self, x):
+        """``(JT, f_center, h)``, ``JT`` of shape ``(n, m)``, or None for the general path.
+
+        ``x`` is the caller's array, read and never written.
+        """
+        if (type(x) is not np.ndarray or x.dtype != self.dtype or x.shape != self.x_shape
+                or self.busy or threading.get_ident() != self.owner):
+            return None
+        xf = x.reshape(-1)
+        if not math.isfinite(xf.dot(xf)):
+            return None  # NaN, inf or overflow: the general path says which
+        h = self.h
+        np.abs(xf, out=h)
+        np.maximum(h, 1.0, out=h)
+        h *= self.rel
+        taken = xf + h            # the step actually taken, (x + h) - x
+        taken -= xf
+        stack = self.stack
+        stack[...] = xf if self.layout == "leading" else xf[:, None]
+        for view, c in zip(self.moved, self.offsets):
+            if c == 1:
+                np.add(xf, taken, out=view)
+            elif c == -1:
+                np.subtract(xf, taken, out=view)
+            else:
+                np.add(xf, taken * c, out=view)
+        self.busy = True
+        enter_nested()
+        try:
+            Y = self.f(self.batch)
+        finally:
+            leave_nested()
+            self.busy = False
+        if type(Y) is not np.ndarray or Y.shape != self.want or Y.dtype != self.out_dtype:
+            return None
+        n, m, S = self.n, self.m, len(self.offsets)
+        if self.layout == "leading":
+            Y2 = Y.reshape(self.rows, m)
+            F = Y2[:S * n].reshape(S, n, m)
+            center = Y2[-1].copy() if self.center else None
+        else:
+            Y2 = Y.reshape(m, self.rows)
+            F = Y2[:, :S * n].reshape(m, S, n).transpose(1, 2, 0)
+            center = Y2[:, -1].copy() if self.center else None
+        # The pipeline's own combination and scaling, so the result is bitwise
+        # the general path's.
+        D = combine(F, self.W, self.centers, None)
+        inv_h = 1.0 / taken
+        JT = D[0] * inv_h[:, None]
+        return JT, center, taken
+
+
+_FAST = FunctionMemo()
+
+
+def fast_key(x, method, order, vectorized, center):
+    return (x.shape, x.dtype.str, method, order, vectorized, center)
+
+
+def lookup(f, x, method, order, vectorized, center=False):
+    """The fast path for this call, or None (then take the general path)."""
+    if type(x) is not np.ndarray:
+        return None
+    return _FAST.get(f, fast_key(x, method, order, vectorized, center))
+
+
+def remember(prep, method, order, center=False):
+    """Keep a fast path for the plan of a single-block in-process dense run."""
+    task, plan = prep.task, prep.plan
+    strategy = plan.strategy
+    if (strategy not in ("vectorized", "vectorized-trailing") or prep.executor is not None
+            or prep.max_memory is not None or prep.spec is not None or task.writable
+            or task.serialize or prep.stencil.complex_step or prep.x0.dtype.kind != "f"):
+        return
+    S = prep.stencil.evaluations_per_column
+    if (S * prep.n + center) * (prep.n + prep.m) * prep.x0.itemsize > FAST_MAX_BYTES:
+        return
+    offsets = prep.stencil.nonzero[0]
+    W, centers = split_weights(prep.stencil.offsets, [prep.stencil.weights])
+    if any(centers):
+        return  # one-sided stencils need f(x)
+    layout = "leading" if strategy == "vectorized" else "trailing"
+    fp = FastPath(task.f, prep.x_shape, prep.x0.dtype, prep.out_shape, np.dtype(plan.out_dtype),
+                  layout, offsets, W, centers, relative_step(prep.stencil, prep.eps), center)
+    x_proxy = np.empty(prep.x_shape, prep.x0.dtype)
+    _FAST.set(prep.f, fast_key(x_proxy, method, order, prep.vectorized, center), fp)
