@@ -176,9 +176,13 @@ def test_auto_decision_is_cached():
     x = np.linspace(0, 1, 5)
     fastjac.jacobian(f, x)
     first = f.calls
-    fastjac.jacobian(f, x)
-    # Second call: f(x) plus one batched call per block, no probing single calls.
-    assert f.calls - first == 2
+    J = fastjac.jacobian(f, x)
+    # Second call: the plan's fast path, one batched call (central differences
+    # do not use f(x)), no probing single calls.
+    assert f.calls - first == 1
+    _, info = jacobian_with_info(f, x)  # the general path: f(x) plus one batch
+    assert f.calls - first == 3 and info.nfev == 1 + 2 * 5 and info.ncalls == 2
+    np.testing.assert_array_equal(J, jacobian_with_info(f, x)[0])
 
 
 def test_numeric_jacobian_drop_in_matches_notebook_loop():
