@@ -15,6 +15,7 @@ _LAZY = {
     "check_jacobian": "check", "check_grad": "check", "check_vjp": "check",
     "check_jvp": "check", "assert_jacobian": "check", "assert_grad": "check",
     "assert_vjp": "check", "assert_jvp": "check", "numeric_jacobian_test": "check",
+    "check_backward": "check", "assert_backward": "check",
     "JacobianCheck": "report",
     "sampled_jacobian": "directional", "vjp": "directional",
     "batch_independent": "structure",

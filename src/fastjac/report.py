@@ -1,36 +1,25 @@
-"""The report of a derivative check: :class:`JacobianCheck` and :class:`Mismatch`.
+"""The report of a derivative check: :class:`JacobianCheck`, :class:`Mismatch`, :class:`Diagnosis`.
 
-A report carries the verdict, both matrices, the error figures and the
-worst entries, each with its full index, its errors, the estimated
-finite-difference noise and a status.  ``str(report)`` is the readable
-summary; ``report.to_dict()`` is JSON-serializable.
+A report carries the verdict, what was compared (the numeric and the
+expected values), the error figures, the worst entries (each with its full
+index, its errors, the estimated finite-difference noise and a status), and
+the diagnoses drawn from the pattern of the mismatch.  ``str(report)`` is
+the readable summary, headline first; ``report.to_dict()`` is
+JSON-serializable.
+
+Figures that cost a pass over the compared values (the error norms, the
+per-entry noise and statuses as strings) are computed when first read, so a
+check that passes costs its evaluations of ``f`` and little more.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["JacobianCheck", "Mismatch", "STATUSES", "VERDICTS"]
+from ._vocabulary import STATUS_NAMES, STATUSES, VERDICTS
 
-#: Status of one compared entry, and what it means.
-STATUSES = {
-    "ok": "within tolerance",
-    "noise": "outside tolerance but within finite-difference noise (confirmed by a second estimate)",
-    "bug": "mismatch confirmed by a second estimate: likely a wrong derivative",
-    "non-differentiable": "f has a kink within the step; the expected value is a one-sided slope",
-    "nan": "NaN or inf in f, in the expected value or in the numeric estimate",
-}
-
-#: Verdicts in order of precedence (the first that applies wins) and whether they pass.
-VERDICTS = {
-    "nan": False,
-    "non-deterministic": False,
-    "fail": False,
-    "non-differentiable": True,
-    "noise": True,
-    "pass": True,
-}
+__all__ = ["JacobianCheck", "Mismatch", "Diagnosis", "STATUSES", "VERDICTS"]
 
 # Above this many entries (or columns) the report shows a table, not the matrices.
 _SIDE_BY_SIDE_MAX = 64
@@ -52,6 +41,8 @@ def _plain(value):
         return value if np.isfinite(value) else repr(value)
     if isinstance(value, (np.bool_,)):
         return bool(value)
+    if isinstance(value, (Diagnosis, Mismatch)):
+        return value.to_dict()
     return value
 
 
@@ -77,17 +68,18 @@ class Mismatch:
         ``x`` (for tuple/dict inputs ``(key, index)``; for directional
         checks ``"direction k"``).
     expected, numeric : float
-        The analytic value under test and the finite-difference estimate.
+        The expected value under test (the analytic derivative) and the
+        finite-difference estimate.
     abs_error, rel_error : float
-        ``|expected - numeric|`` and that over ``max(|expected|, |numeric|)``
+        ``|expected - numeric|`` and that over ``max(|expected|, |numeric|, atol)``
         (symmetric, so an expected 0 gives 1, not inf).
     tolerance : float
         ``atol + rtol * |expected|`` (propagated for directional checks).
     noise : float
         Estimated finite-difference error of ``numeric``.
-    status : {'ok', 'noise', 'bug', 'non-differentiable', 'nan'}
+    status : {'ok', 'noise', 'non-differentiable', 'discontinuous', 'inconclusive', 'bug', 'nan'}
     second_opinion : float or None
-        The re-estimate at a quarter of the step, when one was made.
+        The re-estimate at a smaller step, when one was made.
     """
 
     output_index: object
@@ -115,35 +107,69 @@ class Mismatch:
             "tolerance", "noise", "status", "second_opinion")} | {"where": self.where}
 
 
-@dataclass
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the pattern of a mismatch suggests, with the evidence for it.
+
+    Attributes
+    ----------
+    kind : str
+        ``'factor'``, ``'sign'``, ``'transpose'``, ``'swapped'``, ``'row'``,
+        ``'column'``, ``'kinks'``, ``'ill-conditioned'``, ``'discontinuity'``...
+    message : str
+        The suggestion, e.g. "a missing or extra factor 8 (1/m?)".
+    evidence : str
+        What was measured that supports it.
+    """
+
+    kind: str
+    message: str
+    evidence: str
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.evidence})"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "evidence": self.evidence}
+
+
+_LAZY = ("error_norm", "max_abs_error", "max_rel_error", "worst", "noise", "status", "counts")
+
+
 class JacobianCheck:
     """Result of :func:`fastjac.check_jacobian` and the other checks.
 
     Attributes
     ----------
     passed : bool
-        True for the verdicts ``'pass'``, ``'noise'`` and
-        ``'non-differentiable'`` (expected value within the one-sided slopes).
-    verdict : {'pass', 'noise', 'non-differentiable', 'fail', 'nan', 'non-deterministic'}
-    numeric, expected : ndarray
-        The compared quantities (for full checks the Jacobians, shaped like
-        ``J``; for sampled/directional checks the sampled partials and
-        directional derivatives).
+        True for the verdicts ``'pass'``, ``'noise'``, ``'non-differentiable'``
+        and ``'discontinuous'``.
+    verdict : {'pass', 'noise', 'non-differentiable', 'discontinuous', 'inconclusive', 'fail', 'nan', 'non-deterministic'}
+    numeric, expected : ndarray (or a tuple/dict of them for container inputs)
+        The compared quantities: for full checks the Jacobians, shaped like
+        ``J``; for sampled/directional checks the sampled partials and the
+        directional derivatives.
     error_norm : float
         ``||expected - numeric||`` (the notebook's figure).
     max_abs_error, max_rel_error : float
         Largest ``|expected - numeric|``, and largest
         ``|expected - numeric| / max(|expected|, |numeric|, atol)``.
     worst : list of Mismatch
-        The entries furthest outside their tolerance, worst first.
+        The entries furthest outside their tolerance, most severe first.
+    diagnoses : list of Diagnosis
+        What the pattern of the mismatch suggests (empty when it passed).
     noise : ndarray
         Estimated finite-difference error per entry, shaped like ``numeric``.
     status : ndarray of str
-        Status per entry, shaped like ``numeric``.
+        Status per entry, shaped like ``numeric`` (``status_codes`` holds the
+        same as int8 codes into :data:`fastjac._vocabulary.STATUS_NAMES`).
+    counts : dict
+        Entries per status.
     nfev : int
-        Evaluations of ``f`` (second opinions and guards included).
+        Points at which ``f`` was evaluated (guards, probes and second
+        opinions included).
     method : str
-        E.g. ``'central-4'``.
+        E.g. ``'central-2'``.
     step : ndarray or float
         Step taken per input (or per direction).
     rtol, atol : float
@@ -151,30 +177,51 @@ class JacobianCheck:
     dtype : str
         The dtype keying the tolerance table.
     kind : str
-        ``'jacobian'``, ``'grad/full'``, ``'grad/sampled+directional'``, ``'vjp'``, ``'jvp'``...
+        ``'jacobian'``, ``'jacobian/directional'``, ``'grad/full'``, ``'vjp'``...
+    seed : int or None
+        Seed of the random directions and sampled coordinates, if any.
+    fallback : str or None
+        Why ``f`` was evaluated once per point, if it was.
     notes : list of str
     """
 
-    passed: bool
-    verdict: str
-    numeric: np.ndarray
-    expected: np.ndarray
-    error_norm: float
-    max_abs_error: float
-    max_rel_error: float
-    worst: list
-    noise: np.ndarray
-    nfev: int
-    method: str
-    step: object
-    rtol: float = 0.0
-    atol: float = 0.0
-    dtype: str = "float64"
-    kind: str = "jacobian"
-    status: np.ndarray | None = None
-    notes: list = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
-    seconds: float = 0.0
+    def __init__(self, *, passed, verdict, numeric, expected, nfev, method, step, rtol=0.0,
+                 atol=0.0, dtype="float64", kind="jacobian", notes=(), seconds=0.0, seed=None,
+                 fallback=None, diagnoses=(), status_codes=None, **figures):
+        self.passed, self.verdict = bool(passed), verdict
+        self.numeric, self.expected = numeric, expected
+        self.nfev, self.method, self.step = int(nfev), method, step
+        self.rtol, self.atol, self.dtype, self.kind = float(rtol), float(atol), dtype, kind
+        self.notes, self.seconds, self.seed = list(notes), float(seconds), seed
+        self.fallback, self.diagnoses = fallback, list(diagnoses)
+        self.status_codes = status_codes
+        unknown = set(figures) - set(_LAZY)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+        # A figure is a value, or a zero-argument callable evaluated on first read.
+        self._figures = figures
+
+    def _figure(self, name, default):
+        value = self._figures.get(name, default)
+        if callable(value) and not isinstance(value, np.ndarray):
+            value = value()
+            self._figures[name] = value
+        return value
+
+    error_norm = property(lambda self: self._figure("error_norm", 0.0))
+    max_abs_error = property(lambda self: self._figure("max_abs_error", 0.0))
+    max_rel_error = property(lambda self: self._figure("max_rel_error", 0.0))
+    worst = property(lambda self: self._figure("worst", []))
+    noise = property(lambda self: self._figure("noise", None))
+    counts = property(lambda self: self._figure("counts", {}))
+
+    @property
+    def status(self):
+        value = self._figures.get("status")
+        if value is None and self.status_codes is not None:
+            value = self._figures["status"] = np.asarray(STATUS_NAMES, dtype=object)[
+                np.asarray(self.status_codes, dtype=np.intp)]
+        return self._figure("status", None) if value is None else value
 
     def __bool__(self) -> bool:
         return bool(self.passed)
@@ -184,39 +231,55 @@ class JacobianCheck:
         """The worst entries whose status is ``'bug'``."""
         return [w for w in self.worst if w.status == "bug"]
 
+    @property
+    def headline(self) -> str:
+        """One line: the verdict and, when it failed, the leading diagnosis."""
+        word = "PASS" if self.passed else "FAIL"
+        line = f"fastjac {self.kind} check: {word} (verdict: {self.verdict})"
+        if self.diagnoses:
+            line += f": {self.diagnoses[0].message}"
+        elif not self.passed and self.worst:
+            w = self.worst[0]
+            line += f": worst at {w.where}, expected {w.expected:.6g}, numeric {w.numeric:.6g}"
+        return line
+
     def to_dict(self) -> dict:
         """JSON-serializable summary (matrices as nested lists)."""
         step = self.step
         return {
             "passed": bool(self.passed), "verdict": self.verdict, "kind": self.kind,
             "method": self.method, "dtype": self.dtype, "rtol": float(self.rtol),
-            "atol": float(self.atol), "nfev": int(self.nfev),
+            "atol": float(self.atol), "nfev": int(self.nfev), "seed": _plain(self.seed),
             "error_norm": _plain(self.error_norm), "max_abs_error": _plain(self.max_abs_error),
             "max_rel_error": _plain(self.max_rel_error),
             "counts": _plain(self.counts),
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
             "worst": [w.to_dict() for w in self.worst],
             "numeric": _plain(self.numeric),
             "expected": _plain(self.expected),
             "noise": _plain(self.noise),
             "step": _plain(np.asarray(step) if step is not None else None),
+            "fallback": self.fallback,
             "notes": list(self.notes), "seconds": float(self.seconds),
         }
 
     # -- formatting -------------------------------------------------------
     def _header(self) -> str:
-        word = "PASS" if self.passed else "FAIL"
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
-        return (f"fastjac {self.kind} check: {word} (verdict: {self.verdict})\n"
-                f"  {self.method}, {self.dtype}, rtol={self.rtol:g}, atol={self.atol:g}, "
-                f"nfev={self.nfev}" + (f"; entries: {counts}" if counts else "") + "\n"
-                f"  error norm {self.error_norm:.3g}, max abs error {self.max_abs_error:.3g}, "
-                f"max rel error {self.max_rel_error:.3g}")
+        seed = f", seed={self.seed}" if self.seed is not None else ""
+        lines = [self.headline]
+        lines += [f"  diagnosis: {d}" for d in self.diagnoses]
+        lines.append(f"  {self.method}, {self.dtype}, rtol={self.rtol:g}, atol={self.atol:g}, "
+                     f"nfev={self.nfev}{seed}" + (f"; entries: {counts}" if counts else ""))
+        lines.append(f"  error norm {self.error_norm:.3g}, max abs error {self.max_abs_error:.3g}, "
+                     f"max rel error {self.max_rel_error:.3g}")
+        return "\n".join(lines)
 
     def _side_by_side(self) -> str | None:
         if isinstance(self.numeric, (tuple, dict)):
             return None  # tuple/dict inputs: the table names the key instead
         num, exp = np.asarray(self.numeric), np.asarray(self.expected)
-        if num.size > _SIDE_BY_SIDE_MAX or num.size == 0:
+        if num.size > _SIDE_BY_SIDE_MAX or num.size == 0 or exp.size != num.size:
             return None
         two = num.reshape(1, -1) if num.ndim < 2 else num.reshape(-1, num.shape[-1])
         if two.shape[1] > _SIDE_BY_SIDE_COLS:
@@ -225,8 +288,8 @@ class JacobianCheck:
         opts = dict(precision=6, suppress_small=True, max_line_width=200)
         left = np.array2string(exp2, **opts).splitlines()
         right = np.array2string(two, **opts).splitlines()
-        width = max(len("analytic"), *(len(s) for s in left))
-        lines = [f"  {'analytic'.ljust(width)}   numeric"]
+        width = max(len("expected"), *(len(s) for s in left))
+        lines = [f"  {'expected'.ljust(width)}   numeric"]
         lines += [f"  {a.ljust(width)}   {b}" for a, b in zip(left, right)]
         return "\n".join(lines)
 
@@ -250,9 +313,11 @@ class JacobianCheck:
             parts.append("  worst entries:\n" + self._table(flagged))
         elif side is None and self.worst:
             parts.append("  largest errors (all within tolerance):\n" + self._table(self.worst[:3]))
+        if self.fallback:
+            parts.append(f"  note: {self.fallback}")
         parts += [f"  note: {n}" for n in self.notes]
         return "\n".join(parts)
 
     def __repr__(self) -> str:
-        return (f"JacobianCheck(passed={self.passed}, verdict={self.verdict!r}, "
+        return (f"{type(self).__name__}(passed={self.passed}, verdict={self.verdict!r}, "
                 f"error_norm={self.error_norm:.3g}, nfev={self.nfev})")

@@ -289,9 +289,10 @@ def values(prep: Prepared, block, offsets) -> np.ndarray:
     return np.array(F, copy=True)
 
 
-def dense_jacobian(prep: Prepared, h, combos=None, tune=True):
+def dense_jacobian(prep: Prepared, h, combos=None, tune=True, center=False):
     """Every estimate of ``J`` over all coordinates, stored transposed ``(n, m)``
-    so that each block writes contiguous rows; returns ``(JT list, stats)``."""
+    so that each block writes contiguous rows; returns ``(JT list, stats)``
+    (``stats.center`` is ``f(x)`` from the first batch when ``center``)."""
     combos = [prep.stencil.weights] if combos is None else combos
     n, m, dtype = prep.n, prep.m, prep.dtype
     guard_result(len(combos) * n * m * dtype.itemsize, prep.out_shape + prep.x_shape)
@@ -306,7 +307,7 @@ def dense_jacobian(prep: Prepared, h, combos=None, tune=True):
             np.multiply(D[e], inv, out=JT[e][sl])
 
     stats = run(prep, coordinate_source(h), scatter, count=n, combos=combos,
-                tune=h if tune else None)
+                tune=h if tune else None, center=center)
     return JT, stats
 
 

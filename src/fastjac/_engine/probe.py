@@ -21,7 +21,7 @@ import numpy as np
 
 from .._jit import is_numba_dispatcher
 from .directions import DenseDirections
-from .strategies import STRATEGIES, call_single
+from .strategies import STRATEGIES, BatchShapeError, call_single
 
 __all__ = ["Decision", "probe", "fallback_strategy", "verify_points", "point_of",
            "FORCED"]
@@ -122,8 +122,13 @@ def probe(task, block, offsets, eps, center=False, layouts=("vectorized", "vecto
         decision.calls += 1
         try:
             F, fc = STRATEGIES[name].evaluate(task, block, offsets, center)
+        except BatchShapeError as exc:
+            decision.reasons.append(f"{_describe(name, task, rows)}: f returned shape "
+                                    f"{exc.got}, not {exc.want}")
+            continue
         except Exception as exc:
             text = str(exc).splitlines()[0] if str(exc) else ""
+            text = text if len(text) <= 120 else text[:117] + "..."
             decision.reasons.append(f"{_describe(name, task, rows)}: {type(exc).__name__}: {text}")
             continue
         F = np.array(F, copy=True)  # f may reuse its output buffer during the single calls

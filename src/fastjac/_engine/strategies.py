@@ -46,6 +46,10 @@ _F_LOCK = threading.RLock()
 class BatchShapeError(ValueError):
     """A batched call returned the wrong shape (the plan may be stale)."""
 
+    def __init__(self, message, got=None, want=None):
+        super().__init__(message)
+        self.got, self.want = got, want
+
 
 def as_output(y, expected_shape=None, where="", complex_ok=False) -> np.ndarray:
     """Validate one output of ``f``: numeric, real (unless allowed), of the expected shape."""
@@ -223,14 +227,18 @@ def _evaluate_batched(task, block, offsets, center, layout):
             "(*x.shape, k) to (*f(x).shape, k)"
         raise BatchShapeError(
             f"batched `f` must map a batch of shape {axis} = {want}; got {Y.shape}"
-            f"{where()}. Pass vectorized=False if f takes one point at a time.")
+            f"{where()}. Pass vectorized=False if f takes one point at a time.", Y.shape, want)
+    fc = None
+    if center:  # f(x) itself: the real part under the complex step
+        Yc = Y.reshape(rows, task.m)[S * b] if layout == "leading" else Y.reshape(task.m, rows)[:, S * b]
+        fc = np.asarray(Yc.real if Yc.dtype.kind == "c" else Yc, dtype=task.out_dtype)
     Y = _real_outputs(task, Y, where)
     if layout == "leading":
         Y2 = Y.reshape(rows, task.m)
-        return Y2[:S * b].reshape(S, b, task.m), (Y2[S * b] if center else None)
+        return Y2[:S * b].reshape(S, b, task.m), fc
     Y2 = Y.reshape(task.m, rows)
     F = Y2[:, :S * b].reshape(task.m, S, b).transpose(1, 2, 0)
-    return F, (Y2[:, S * b] if center else None)
+    return F, fc
 
 
 def _call_batched(task, stack, batch_shape, where):
@@ -334,7 +342,8 @@ def evaluate_loop(task, block, offsets, center=False):
         if center:
             i, c = b, 0
             y = f(view) if fast else _careful_call(task, xbuf, block, b, 0)
-            F[S * b] = _point_output(task, y, block, b, 0)
+            y = np.asarray(as_output(y, task.out_shape, " (at x itself)", complex_ok=True))
+            F[S * b] = (y.real if y.dtype.kind == "c" else y).reshape(-1)
     except Exception as exc:
         if fast and is_readonly_rejection(exc):
             # f rejects read-only input, or writes into it: start the block
@@ -376,8 +385,9 @@ def evaluate_numba(task, block, offsets, center=False):
         return evaluate_loop(task, block, offsets, center)
     fc = None
     if center:
-        fc = _point_output(task, task.call(task.x0.reshape(task.x_shape), " (at x itself)"),
-                           block, block.size, 0).reshape(-1)
+        y = as_output(task.call(task.x0.reshape(task.x_shape), " (at x itself)"), task.out_shape,
+                      " (at x itself)")
+        fc = np.asarray(y, dtype=task.out_dtype).reshape(-1)
     return F, fc
 
 

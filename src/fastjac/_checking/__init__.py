@@ -1,0 +1,21 @@
+"""The checks' internals: problems, the judge, second opinions, localisation, diagnoses.
+
+Reading order: :mod:`.problem` (what is compared), :mod:`.build` (measuring
+it through the engine), :mod:`.judge` (flags, statuses, verdict, worst) with
+:mod:`.review` (second opinions), :mod:`.localize` (culprit coordinates of a
+failing direction), :mod:`.diagnose` (what the pattern says), and
+:mod:`.assemble` (the report).  :mod:`fastjac.check` is the public surface.
+"""
+from .assemble import early, finish, nonfinite_note
+from .build import (FIRST_PASS_ORDER, JACOBIAN_OPTIONS, Setup, determinism_failure, directional,
+                    full, setup)
+from .diagnose import diagnose
+from .judge import REVIEW_COLUMNS, Judgement, judge
+from .localize import Found, localize
+from .problem import Directions, Problem
+from .review import OFFSETS, classify
+
+__all__ = ["early", "finish", "nonfinite_note", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS", "Setup",
+           "determinism_failure", "directional", "full", "setup", "diagnose", "REVIEW_COLUMNS",
+           "Judgement", "judge", "Found", "localize", "Directions", "Problem", "OFFSETS",
+           "classify"]

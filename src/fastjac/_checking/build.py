@@ -1,0 +1,205 @@
+"""Building the problems the judge compares, through the engine's internal API.
+
+:func:`setup` prepares the engine once per check (validation, ``f(x)``, the
+cached plan, the tolerance table); :func:`full` measures every column of
+``J`` (the plan's fast path when the problem is small and warm), and
+:func:`directional` measures sampled columns and random directions.  Both
+evaluate ``f(x)`` once more inside their first batch, as a determinism
+guard, and hand back a :class:`~.problem.Problem`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import tolerances as T
+from .._engine import (coordinate_source, dense_jacobian, dense_source, fast_lookup,
+                       fast_remember, prepare, run)
+from ..stencils import DEFAULT_ORDER, get_stencil
+from .guards import deterministic
+from .problem import Directions, Problem
+
+__all__ = ["Setup", "setup", "full", "directional", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS"]
+
+#: Stencil order of a check's first pass, per method: each method's natural
+#: order.  A 4th-order first pass doubles the evaluations of every check;
+#: the second opinions re-measure flagged entries at 6th order instead, and
+#: the mutation suite (tests/test_mutations.py) loses no bug and gains no
+#: false alarm with this choice (docs/checks.md has the measurement).
+FIRST_PASS_ORDER = dict(DEFAULT_ORDER)
+
+JACOBIAN_OPTIONS = ("method", "order", "step", "vectorized", "max_memory", "executor", "progress")
+
+
+@dataclass
+class Setup:
+    """One check's prepared engine and tolerance."""
+
+    prep: object
+    method: str
+    order: int
+    tol: T.Tolerance
+    dtype: str
+    step: object
+    user_atol: bool
+    kind: str
+    seed: object = None
+    notes: list = field(default_factory=list)
+    t_start: float = 0.0
+    fast: bool = False
+
+    @property
+    def method_name(self) -> str:
+        return f"{self.method}-{self.order}"
+
+
+def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0=None):
+    """Validate the options, prepare the engine and pick the tolerance."""
+    t_start = time.perf_counter()
+    method = options.get("method", "central")
+    order = options.get("order")
+    if order is None:
+        get_stencil(method)  # the table's error for an unknown method
+        order = FIRST_PASS_ORDER[method]
+    prep = prepare(f, x, method=method, order=order, vectorized=options.get("vectorized", "auto"),
+                   max_memory=options.get("max_memory"), executor=options.get("executor"),
+                   progress=options.get("progress", "auto"), f0=f0)
+    if prep.fx.dtype.kind not in "biuf":
+        raise TypeError(f"`f` must return real numbers; got dtype {prep.fx.dtype}.")
+    dtype = T.tolerance_dtype(prep.x0.dtype, prep.fx.dtype, *dtypes)
+    tol = T.tolerance_for(dtype, rtol=rtol, atol=atol)
+    return Setup(prep, method, order, tol, dtype, options.get("step"), atol is not None, kind,
+                 seed, [], t_start)
+
+
+#: The table's atol never exceeds this share of the largest derivative.
+_ATOL_SHARE = 0.01
+
+
+def _scale_aware_atol(st, E2, numeric):
+    """The table's ``atol``, capped at 1% of the largest derivative: a Jacobian
+    whose entries are all ~1e-18 is compared at ~1e-20, not passed wholesale
+    because every entry lies below 1e-9.  A user's ``atol`` is used as given."""
+    atol = st.tol.atol
+    if st.user_atol:
+        return atol
+    scale = max(float(np.max(np.abs(E2), initial=0.0)), float(np.max(np.abs(numeric), initial=0.0)))
+    if scale == 0.0:
+        st.notes.append("every expected and numeric value is exactly 0: the check compared zeros.")
+        return atol
+    if _ATOL_SHARE * scale < atol:
+        st.notes.append(f"the derivatives are all small (largest {scale:.3g}), so atol is taken "
+                        f"as 1% of the largest, {_ATOL_SHARE * scale:.3g}, instead of {atol:g}: "
+                        "below the table's atol they would pass whatever their value.")
+        return _ATOL_SHARE * scale
+    return atol
+
+
+def full(st: Setup, E2, *, out_label, in_label, shape, f=None, x=None):
+    """Every column of ``J`` against ``E2`` (shape ``(m, n)``, the caller's array)."""
+    prep = st.prep
+    fast = None
+    if st.step is None and prep.executor is None and prep.max_memory is None and x is not None:
+        fast = fast_lookup(f, x, st.method, st.order, prep.vectorized, center=True)
+    got = fast(x) if fast is not None else None
+    if got is not None:
+        JT, center, h = got
+        prep.nfev += JT.shape[0] * prep.stencil.evaluations_per_column + 1
+        prep.ncalls += 1
+        batched, st.fast = True, True
+    else:
+        h = prep.steps(st.step)
+        JT, stats = dense_jacobian(prep, h, center=True) if prep.n and prep.m else (
+            [np.zeros((prep.n, prep.m), prep.dtype)], None)
+        JT = JT[0]
+        center = None if stats is None else stats.center
+        batched = prep.batched
+        if st.step is None and stats is not None and x is not None:
+            fast_remember(prep, st.method, st.order, center=True)
+    numeric = JT.T  # (m, n), a view
+    directions = Directions(step=np.asarray(h, dtype=np.float64),
+                            index=np.arange(prep.n), scale=np.maximum(1.0, np.abs(prep.x0)))
+    atol = _scale_aware_atol(st, E2, numeric)
+    problem = Problem(prep, numeric, E2, atol, st.tol.rtol, directions, out_label, in_label,
+                      shape=shape)
+    return problem, center, batched
+
+
+def directional(st: Setup, *, expected_cols, expected_of, samples, count, rng, contract=None,
+                out_label, in_label, shape=None):
+    """Sampled columns and random directions of ``J`` (contracted with ``contract``).
+
+    ``expected_cols(idx)`` gives the expected ``(R, s)`` for coordinate columns,
+    ``expected_of(V)`` the expected ``(R, k)`` along dense directions ``V``.
+    Directions are Gaussian, scaled per coordinate by that coordinate's own
+    step, so no element moves further than :func:`fastjac.jacobian` would move
+    it (a step scaled by the largest ``|x|`` would cross more kinks).
+    """
+    prep = st.prep
+    n, m = prep.n, prep.m
+    w = prep.steps(st.step)                              # per-coordinate steps
+    s = min(samples, n)
+    idx = np.sort(rng.choice(n, size=s, replace=False)) if s else np.empty(0, np.int64)
+    G = rng.standard_normal((count, n)) if count else np.empty((0, n))
+    V = (G * w).astype(prep.x0.dtype)                    # a direction's step is in V ...
+    gmax = np.max(np.abs(G), axis=1) if count else np.empty(0)
+    t = 1.0 / np.where(gmax > 0, gmax, 1.0)              # ... and t scales it to one step
+    R = m if contract is None else contract.shape[0]
+    Q = np.zeros((R, s + count))
+    center = None
+    inv_w = 1.0 / w
+
+    def scatter_cols(block, D):
+        lo = int(block.cols[0])
+        vals = D[0] * inv_w[block.indices][:, None]          # (b, m)
+        Q[:, lo:lo + block.size] = (vals if contract is None else vals @ contract.T).T
+
+    def scatter_dirs(block, D):
+        lo = int(block.cols[0])
+        vals = D[0] / t[lo:lo + block.size, None]
+        Q[:, s + lo:s + lo + block.size] = (vals if contract is None else vals @ contract.T).T
+
+    if n and m:
+        if s:
+            stats = run(prep, coordinate_source(w, idx), scatter_cols, count=s, center=True)
+            center = stats.center
+        if count:
+            stats = run(prep, dense_source(V * t[:, None].astype(V.dtype)), scatter_dirs,
+                        count=count, center=center is None)
+            center = stats.center if center is None else center
+    E = np.zeros((R, s + count))
+    if s:
+        E[:, :s] = expected_cols(idx)
+    if count:
+        E[:, s:] = expected_of(V)
+    step = np.concatenate([w[idx], t])
+    xs = np.maximum(1.0, np.abs(prep.x0.astype(np.float64)))
+    scale = np.concatenate([xs[idx], float(np.max(xs, initial=1.0)) * np.max(np.abs(V), axis=1,
+                                                                             initial=0.0)])
+    directions = Directions(step=step, index=idx, V=V, scale=scale)
+    # Tolerance of a directional derivative: atol propagated through v
+    # (root-sum-square), rtol against the size of the derivative itself.
+    col_atol = np.concatenate([np.ones(s), np.linalg.norm(V.astype(np.float64), axis=1)])
+    rel_scale = np.maximum(np.abs(E), np.abs(Q))
+    rel_scale[:, :s] = np.abs(E[:, :s])
+    scale_ref = np.concatenate([np.ones(s), col_atol[s:]])
+    atol = _scale_aware_atol(st, E / scale_ref, Q / scale_ref)
+    problem = Problem(prep, Q, E, atol, st.tol.rtol, directions, out_label, in_label,
+                      contract=contract, col_atol=atol * col_atol, rel_scale=rel_scale,
+                      shape=shape)
+    return problem, center, prep.batched
+
+
+def determinism_failure(st, center, batched):
+    """A sentence when ``f`` disagrees with itself at ``x``, else None."""
+    if center is None:
+        return None
+    ok, diff = deterministic(st.prep.fx, center, st.prep.eps, batched)
+    if ok:
+        return None
+    return (f"two evaluations of f at the same x disagree by up to {diff:.3g}: f is not "
+            "deterministic (dropout, sampling, an unseeded RNG, or state kept between calls), "
+            "so finite differences of it mean nothing. Fix the randomness (seed it inside f) "
+            "and check again.")

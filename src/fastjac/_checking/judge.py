@@ -1,0 +1,320 @@
+"""The judge: flags, second opinions, statuses, verdict, worst entries.
+
+Costs O(R K) numpy work and nothing more: the first pass runs over column
+chunks (never a Python object per entry, never a temporary the size of the
+problem), statuses are ``int8`` codes, the worst entries are found with
+``argpartition``, and labels are made only for the entries shown.
+
+1. *First pass*: an entry is flagged when ``|numeric - expected|`` exceeds
+   ``atol + rtol |expected|`` (NaN never passes).
+2. *Second opinions*: the flagged columns that miss most (up to
+   :data:`REVIEW_COLUMNS`) are re-measured at nine points each, all in one
+   batched evaluation, and classified (:mod:`.review`); what is irregular
+   there is measured once more at a quarter of the spacing.
+3. Flagged entries beyond the review budget are judged from the first
+   estimate and its round-off model, and the report says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import tolerances as T
+from .._engine import values
+from .._vocabulary import STATUS_CODES, STATUS_NAMES, counts_of, verdict_of
+from ..report import Mismatch
+from .review import OFFSETS, classify, converging
+
+__all__ = ["judge", "Judgement", "REVIEW_COLUMNS"]
+
+#: Columns re-measured by second opinions, at most.
+REVIEW_COLUMNS = 32
+#: Stop reviewing once this many columns hold a confirmed bug.
+CONFIRMED_ENOUGH = 4
+#: Entries listed in a report.
+WORST = 10
+#: Entries per chunk of the first pass (a few hundred KiB of temporaries).
+_CHUNK = 1 << 15
+
+# Flagged, not yet judged: a code outside the vocabulary, replaced before the end.
+_FLAG = np.int8(100)
+_SEVERITY = np.array([0, 1, 2, 2, 3, 4, 5], dtype=np.int8)  # ok < noise < kinks < inconclusive < bug < nan
+
+
+@dataclass
+class Judgement:
+    """What the judge decided about a :class:`~.problem.Problem`."""
+
+    codes: np.ndarray | None          # (R, K) int8, None when every entry is ok
+    counts: dict
+    verdict: str
+    second: dict = field(default_factory=dict)    # (r, k) -> re-estimate
+    evidence: list = field(default_factory=list)  # sentences from the second opinions
+    notes: list = field(default_factory=list)
+    reviewed: int = 0
+    #: Entries whose second opinion found a kink or a jump at x: their first
+    #: estimate is no derivative, so no ratio is read off them.
+    at_kink: set = field(default_factory=set)
+
+
+def _chunks(K, R):
+    step = max(1, _CHUNK // max(1, R))
+    for k0 in range(0, K, step):
+        yield slice(k0, min(K, k0 + step))
+
+
+def first_pass(problem):
+    """``(codes or None, column_ratio)``: flagged entries and how far each column misses."""
+    R, K = problem.R, problem.K
+    codes, ratio = None, None
+    for sl in _chunks(K, R):
+        q = problem.numeric[:, sl]
+        e = np.asarray(problem.expected[:, sl], dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.abs(q - e)
+            tol = problem.tolerance(slice(None), sl, e)
+            ok = err <= tol
+        ok &= np.isfinite(e)  # an infinite expected value would pass its own infinite tolerance
+        if ok.all():
+            continue
+        if codes is None:
+            codes = np.zeros((R, K), dtype=np.int8)
+            ratio = np.zeros(K)
+        bad = ~ok
+        codes[:, sl][bad] = _FLAG
+        finite = np.isfinite(q) & np.isfinite(e)
+        codes[:, sl][bad & ~finite] = STATUS_CODES["nan"]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            r = np.where(bad & finite, err / (tol + T.NOISE_FACTOR * problem.roundoff(
+                slice(None), sl, q) + 1e-300), 0.0)
+        ratio[sl] = np.max(r, axis=0)
+    return codes, ratio
+
+
+def judge(problem) -> Judgement:
+    codes, ratio = first_pass(problem)
+    if codes is None:
+        counts = dict.fromkeys(STATUS_NAMES, 0)
+        counts["ok"] = problem.R * problem.K
+        return Judgement(None, counts, "pass")
+    j = Judgement(codes, {}, "fail")
+    flagged_cols = np.flatnonzero(np.any(codes == _FLAG, axis=0))
+    order = flagged_cols[np.argsort(-ratio[flagged_cols], kind="stable")]
+    _review(problem, j, order[:REVIEW_COLUMNS])
+    rest = codes == _FLAG  # beyond the review budget
+    if rest.any():
+        _first_estimate_only(problem, codes, rest)
+        n_rest = int(np.any(rest, axis=0).sum())
+        j.notes.append(f"{n_rest} flagged column(s) were judged from the first estimate alone "
+                       f"(second opinions stop after {CONFIRMED_ENOUGH} confirmed bugs or "
+                       f"{REVIEW_COLUMNS} columns).")
+    j.counts = counts_of(codes)
+    j.verdict = verdict_of(j.counts)
+    return j
+
+
+def _first_estimate_only(problem, codes, rest):
+    for sl in _chunks(problem.K, problem.R):
+        sub = rest[:, sl]
+        if not sub.any():
+            continue
+        rows, cols = np.nonzero(sub)
+        cols = cols + sl.start
+        q = problem.numeric[rows, cols]
+        e = np.asarray(problem.expected[rows, cols], dtype=np.float64)
+        allowed = problem.tolerance(rows, cols, e) + T.NOISE_FACTOR * problem.roundoff(rows, cols, q)
+        with np.errstate(invalid="ignore"):
+            codes[rows, cols] = np.where(np.abs(q - e) <= allowed, STATUS_CODES["noise"],
+                                         STATUS_CODES["bug"])
+
+
+def _review(problem, j, cols):
+    """Second opinions for the flagged entries of ``cols``, batched."""
+    if len(cols) == 0:
+        return
+    prep, D = problem.prep, problem.directions
+    spacing = _spacing(prep, D, cols)
+    confirmed = 0
+    for start in range(0, len(cols), CONFIRMED_ENOUGH * 2):
+        part = cols[start:start + CONFIRMED_ENOUGH * 2]
+        sp = spacing[start:start + CONFIRMED_ENOUGH * 2]
+        j.reviewed += len(part)
+        for pos, block in D.blocks(part, sp):
+            F = problem.contracted(values(prep, block, OFFSETS))  # (9, b, R)
+            for b, i in enumerate(pos):
+                k = part[i]
+                rows = np.flatnonzero(j.codes[:, k] == _FLAG)
+                _judge_column(problem, j, k, rows, F[:, b, rows], sp[i])
+                confirmed += bool(np.any(j.codes[:, k] == STATUS_CODES["bug"]))
+        if confirmed >= CONFIRMED_ENOUGH:
+            break
+
+
+def _spacing(prep, D, cols):
+    """A quarter of each column's first step, as the perturbed point really takes it."""
+    h = np.asarray(D.step[cols], dtype=np.float64) / 4.0
+    if prep.stencil.complex_step:
+        # The complex step is ~EPS; the real second opinion needs a real-sized
+        # step: a quarter of the one central differences of order 4 would take.
+        from ..stencils import get_stencil
+        from ..steps import relative_step
+
+        h = h * relative_step(get_stencil("central", 4), prep.eps) / relative_step(
+            prep.stencil, prep.eps)
+    coord = cols < len(D.index)
+    if coord.any():
+        x = prep.x0[D.index[cols[coord]]]
+        taken = (x + h[coord].astype(x.dtype)) - x
+        h[coord] = np.where(taken > 0, taken, h[coord])
+    return h
+
+
+def _judge_column(problem, j, k, rows, F, d):
+    """Statuses of the flagged ``rows`` of column ``k`` from their nine values."""
+    e = np.asarray(problem.expected[rows, k], dtype=np.float64)
+    tol = problem.tolerance(rows, np.full(len(rows), k), e)
+    rnd = T.ROUNDOFF_FACTOR * problem.prep.eps * problem._fscale()[rows]
+    dd = np.full(len(rows), d)
+    op = classify(F, dd, e, tol, rnd)
+    first = problem.numeric[rows, k]
+    retry = np.flatnonzero((op.status == "irregular")
+                           | ((op.status == "non-differentiable") & op.kink_at_x))
+    if len(retry):
+        _finer(problem, j, k, rows, op, retry, F, d, e, tol, rnd, first)
+    for i, r in enumerate(rows):
+        name = op.status[i]
+        j.codes[r, k] = STATUS_CODES[name if name in STATUS_CODES else "inconclusive"]
+        j.second[(int(r), int(k))] = float(op.estimate[i])
+        if op.kink_at_x[i]:
+            j.at_kink.add((int(r), int(k)))
+        if op.evidence[i] and len(j.evidence) < 8:
+            j.evidence.append((int(r), int(k), op.evidence[i]))
+
+
+def _finer(problem, j, k, rows, op, retry, F, d, e, tol, rnd, first):
+    """Measure again at a quarter of the spacing: confirm kinks, resolve irregularity."""
+    prep, D = problem.prep, problem.directions
+    dq = d / 4.0
+    (_, block), = D.blocks([k], [dq])
+    Ff = problem.contracted(values(prep, block, OFFSETS))[:, 0, rows]
+    sub = retry
+    fine = classify(Ff[:, sub], np.full(len(sub), dq), e[sub], tol[sub], rnd[sub])
+    for i, p in enumerate(sub):
+        coarse_status = op.status[p]
+        if coarse_status == "non-differentiable":
+            # A kink's slope jump does not shrink with the spacing; a smooth
+            # curve's secant differences do.
+            if fine.status[i] in ("irregular",) or fine.jump[i] >= 0.5 * op.jump[p]:
+                if fine.status[i] != "irregular":
+                    _take(op, p, fine, i)
+                continue
+            _take(op, p, fine, i)
+            continue
+        if fine.status[i] != "irregular":
+            _take(op, p, fine, i)
+            continue
+        steps = [first[p], (F[5, p] - F[3, p]) / (2 * d), (Ff[5, i] - Ff[3, i]) / (2 * dq)]
+        if converging(steps, e[p], tol[p]):
+            op.status[p] = "non-differentiable"
+            op.estimate[p] = steps[-1]
+            op.evidence[p] = ("the estimate moves toward the expected value as the step "
+                              f"shrinks ({steps[0]:.6g}, {steps[1]:.6g}, {steps[2]:.6g} at "
+                              "steps h, h/4, h/16): kinks crossed within the step")
+        else:
+            op.status[p] = "inconclusive"
+            op.estimate[p] = steps[-1]
+            op.evidence[p] = (f"estimates at steps h, h/4, h/16 ({steps[0]:.6g}, {steps[1]:.6g}, "
+                              f"{steps[2]:.6g}) disagree far beyond their round-off "
+                              f"(~{rnd[p] / d:.2g}): f is ill-conditioned at this step and dtype")
+
+
+def _take(op, p, fine, i):
+    op.status[p] = fine.status[i]
+    op.estimate[p] = fine.estimate[i]
+    op.noise[p] = fine.noise[i]
+    op.evidence[p] = fine.evidence[i]
+
+
+# ---------------------------------------------------------------------------
+# Figures and worst entries (computed when a report asks for them)
+# ---------------------------------------------------------------------------
+def relative_error(err, expected, numeric, atol):
+    """``err / max(|expected|, |numeric|, atol)``: symmetric, bounded, and small
+    where both values are zero to within ``atol`` (a raw ratio would call
+    0 against -1e-17 a 100% error)."""
+    scale = np.maximum(np.maximum(np.abs(expected), np.abs(numeric)), atol)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, err / np.where(scale > 0, scale, 1.0), 0.0)
+
+
+def figures(problem):
+    """``(error_norm, max_abs_error, max_rel_error)`` over the finite entries, in chunks."""
+    sq, mx, mr = 0.0, 0.0, 0.0
+    for sl in _chunks(problem.K, problem.R):
+        q = problem.numeric[:, sl]
+        e = np.asarray(problem.expected[:, sl], dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.abs(q - e)
+        fin = np.isfinite(err)
+        if not fin.all():
+            err = np.where(fin, err, 0.0)
+        sq += float(np.sum(err * err))
+        mx = max(mx, float(np.max(err, initial=0.0)))
+        mr = max(mr, float(np.max(relative_error(err, e, np.where(fin, q, 0.0), problem.atol),
+                                  initial=0.0)))
+    return float(np.sqrt(sq)), mx, mr
+
+
+def worst(problem, j: Judgement, n=WORST):
+    """The ``n`` entries most severe, then furthest outside their tolerance."""
+    cand_r, cand_k, cand_key = [], [], []
+    for sl in _chunks(problem.K, problem.R):
+        q = problem.numeric[:, sl]
+        e = np.asarray(problem.expected[:, sl], dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            ratio = np.nan_to_num(np.abs(q - e) / np.maximum(problem.tolerance(slice(None), sl, e),
+                                                             1e-300),
+                                  nan=1e300, posinf=1e300)
+        sev = (np.zeros(ratio.shape) if j.codes is None
+               else _SEVERITY[j.codes[:, sl].astype(np.intp)].astype(np.float64))
+        # One key: severity first, then how far outside the tolerance (squashed
+        # into [0, 1) so that it orders within a severity without swamping it).
+        key = sev + ratio / (1.0 + ratio) * (1 - 1e-12)
+        flat = key.ravel()
+        take = min(n, flat.size)
+        if take == 0:
+            continue
+        idx = np.argpartition(-flat, take - 1)[:take]
+        r, c = np.unravel_index(idx, key.shape)
+        cand_r.append(r)
+        cand_k.append(c + sl.start)
+        cand_key.append(flat[idx])
+    if not cand_r:
+        return []
+    r, k, key = np.concatenate(cand_r), np.concatenate(cand_k), np.concatenate(cand_key)
+    order = np.lexsort((k, r, -key))[:n]
+    out = []
+    for i in order:
+        rr, kk = int(r[i]), int(k[i])
+        e, q = float(problem.expected[rr, kk]), float(problem.numeric[rr, kk])
+        ab = abs(e - q)
+        status = "ok" if j.codes is None else STATUS_NAMES[int(j.codes[rr, kk])]
+        second = j.second.get((rr, kk))
+        out.append(Mismatch(
+            output_index=problem.out_label(rr), input_index=problem.in_label(kk),
+            expected=e, numeric=q, abs_error=ab,
+            rel_error=float(relative_error(ab, e, q, problem.atol)),
+            tolerance=float(problem.tolerance(np.array([rr]), np.array([kk]))[0]),
+            noise=float(problem.roundoff(np.array([rr]), np.array([kk]))[0]),
+            status=status, second_opinion=second))
+    return out
+
+
+def noise_array(problem):
+    """The round-off model of every entry, shaped ``(R, K)`` (computed on demand)."""
+    R, K = problem.R, problem.K
+    out = np.empty((R, K))
+    for sl in _chunks(K, R):
+        out[:, sl] = problem.roundoff(slice(None), sl)
+    return out
