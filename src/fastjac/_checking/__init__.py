@@ -10,12 +10,14 @@ from .assemble import early, finish, nonfinite_note
 from .build import (FIRST_PASS_ORDER, JACOBIAN_OPTIONS, Setup, determinism_failure, directional,
                     full, setup)
 from .diagnose import diagnose
+from .fastcheck import lookup as fast_check, remember as fast_remember_check
 from .judge import REVIEW_COLUMNS, Judgement, judge
 from .localize import Found, localize
 from .problem import Directions, Problem
 from .review import OFFSETS, classify
 
 __all__ = ["early", "finish", "nonfinite_note", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS", "Setup",
-           "determinism_failure", "directional", "full", "setup", "diagnose", "REVIEW_COLUMNS",
+           "determinism_failure", "directional", "full", "setup", "diagnose", "fast_check",
+           "fast_remember_check", "REVIEW_COLUMNS",
            "Judgement", "judge", "Found", "localize", "Directions", "Problem", "OFFSETS",
            "classify"]

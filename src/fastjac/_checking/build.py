@@ -21,7 +21,8 @@ from ..stencils import DEFAULT_ORDER, get_stencil
 from .guards import deterministic
 from .problem import Directions, Problem
 
-__all__ = ["Setup", "setup", "full", "directional", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS"]
+__all__ = ["Setup", "setup", "full", "directional", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS",
+           "ATOL_SHARE"]
 
 #: Stencil order of a check's first pass, per method: each method's natural
 #: order.  A 4th-order first pass doubles the evaluations of every check;
@@ -75,7 +76,7 @@ def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0
 
 
 #: The table's atol never exceeds this share of the largest derivative.
-_ATOL_SHARE = 0.01
+ATOL_SHARE = 0.01
 
 
 def _scale_aware_atol(st, E2, numeric):
@@ -89,11 +90,11 @@ def _scale_aware_atol(st, E2, numeric):
     if scale == 0.0:
         st.notes.append("every expected and numeric value is exactly 0: the check compared zeros.")
         return atol
-    if _ATOL_SHARE * scale < atol:
+    if ATOL_SHARE * scale < atol:
         st.notes.append(f"the derivatives are all small (largest {scale:.3g}), so atol is taken "
-                        f"as 1% of the largest, {_ATOL_SHARE * scale:.3g}, instead of {atol:g}: "
+                        f"as 1% of the largest, {ATOL_SHARE * scale:.3g}, instead of {atol:g}: "
                         "below the table's atol they would pass whatever their value.")
-        return _ATOL_SHARE * scale
+        return ATOL_SHARE * scale
     return atol
 
 

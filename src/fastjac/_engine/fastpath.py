@@ -23,7 +23,7 @@ import numpy as np
 
 from .._memo import FunctionMemo
 from ..steps import relative_step
-from .buffers import enter_nested, leave_nested, readonly
+from .buffers import readonly
 from .combine import combine, split_weights
 
 __all__ = ["FastPath", "FAST_MAX_BYTES", "lookup", "remember"]
@@ -65,6 +65,9 @@ class FastPath:
         self.m = int(np.prod(out_shape, dtype=np.int64))
         self.layout, self.rows, self.center = layout, rows, center
         self.offsets, self.W, self.centers, self.rel = offsets, W, centers, rel
+        # The central difference's form in .combine: one subtraction, one weight.
+        self.central = S == 2 and W.shape[0] == 1 and W[0, 0] == -W[0, 1] and centers[0] == 0
+        self.w1 = np.dtype(dtype).type(W[0, 1]) if self.central else None
         shape = (rows, n) if layout == "leading" else (n, rows)
         self.stack = np.empty(shape, dtype=self.dtype)
         flat = self.stack.reshape(-1)
@@ -107,12 +110,13 @@ class FastPath:
                 np.subtract(xf, taken, out=view)
             else:
                 np.add(xf, taken * c, out=view)
+        # The stack is this path's own (not the per-thread pool), so a fastjac
+        # call inside f cannot touch it; ``busy`` sends a recursive call to the
+        # general path.
         self.busy = True
-        enter_nested()
         try:
             Y = self.f(self.batch)
         finally:
-            leave_nested()
             self.busy = False
         if type(Y) is not np.ndarray or Y.shape != self.want or Y.dtype != self.out_dtype:
             return None
@@ -126,11 +130,19 @@ class FastPath:
             F = Y2[:, :S * n].reshape(m, S, n).transpose(1, 2, 0)
             center = Y2[:, -1].copy() if self.center else None
         # The pipeline's own combination and scaling, so the result is bitwise
-        # the general path's.
-        D = combine(F, self.W, self.centers, None)
-        inv_h = 1.0 / taken
-        JT = D[0] * inv_h[:, None]
-        return JT, center, taken
+        # the general path's: D = F1 - F0, times the weight, times 1/h.
+        if self.central:
+            D = np.subtract(F[1], F[0])
+            if self.w1 != 1:
+                D *= self.w1
+        else:
+            D = combine(F, self.W, self.centers, None)[0]
+        inv = (1.0 / taken)[:, None]
+        if D.dtype == np.result_type(D.dtype, inv.dtype):
+            D *= inv
+        else:
+            D = D * inv  # float32 outputs of a float64 x: J is float64, as in the pipeline
+        return D, center, taken
 
 
 _FAST = FunctionMemo()
