@@ -1,7 +1,7 @@
 """The checks' internals: problems, the judge, second opinions, localisation, diagnoses.
 
 Reading order: :mod:`.problem` (what is compared), :mod:`.build` (measuring
-it through the engine), :mod:`.judge` (flags, statuses, verdict, worst) with
+it through the engine), :mod:`.judging` (flags, statuses, verdict, worst) with
 :mod:`.review` (second opinions), :mod:`.localize` (culprit coordinates of a
 failing direction), :mod:`.diagnose` (what the pattern says), and
 :mod:`.assemble` (the report).  :mod:`fastjac.check` is the public surface.
@@ -11,7 +11,7 @@ from .build import (FIRST_PASS_ORDER, JACOBIAN_OPTIONS, Setup, determinism_failu
                     full, setup)
 from .diagnose import diagnose
 from .fastcheck import lookup as fast_check, remember as fast_remember_check
-from .judge import REVIEW_COLUMNS, Judgement, judge
+from .judging import REVIEW_COLUMNS, Judgement, judge
 from .localize import Found, localize
 from .problem import Directions, Problem
 from .review import OFFSETS, classify

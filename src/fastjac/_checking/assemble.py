@@ -13,7 +13,7 @@ import numpy as np
 from .._vocabulary import STATUS_NAMES, VERDICTS
 from ..report import JacobianCheck, Mismatch
 from .guards import describe_positions, nonfinite_positions
-from .judge import figures, noise_array, worst
+from .judging import figures, noise_array, worst
 
 __all__ = ["finish", "early", "STATUS_NOTES"]
 

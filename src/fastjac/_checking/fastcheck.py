@@ -122,7 +122,7 @@ class FastCheck:
 
 def _lazy_figures(fc, fs, JT, E, h, atol, x):
     """The general path's figures, computed from this call's arrays when read."""
-    from .judge import Judgement, figures, noise_array, worst
+    from .judging import Judgement, figures, noise_array, worst
 
     def problem():
         scale = np.maximum(1.0, np.abs(np.asarray(x, np.float64).reshape(-1)))

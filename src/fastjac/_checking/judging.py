@@ -193,40 +193,74 @@ def _judge_column(problem, j, k, rows, F, d):
 
 
 def _finer(problem, j, k, rows, op, retry, F, d, e, tol, rnd, first):
-    """Measure again at a quarter of the spacing: confirm kinks, resolve irregularity."""
+    """Measure again at a quarter of the spacing: confirm kinks, resolve irregularity.
+
+    The secants' spread tells what made the first look irregular: it shrinks
+    with the spacing for a smooth, sharply curved f (about 4x per quartering),
+    stays for kinks (each slope jump is as large at any spacing), and grows
+    for round-off (1/d) in an ill-conditioned f.
+    """
     prep, D = problem.prep, problem.directions
     dq = d / 4.0
     (_, block), = D.blocks([k], [dq])
     Ff = problem.contracted(values(prep, block, OFFSETS))[:, 0, rows]
     sub = retry
     fine = classify(Ff[:, sub], np.full(len(sub), dq), e[sub], tol[sub], rnd[sub])
+    spread_c = np.ptp(np.diff(F[:, sub], axis=0), axis=0) / d
+    secants_f = np.diff(Ff[:, sub], axis=0) / dq
+    spread_f = np.ptp(secants_f, axis=0)
+    lo_f, hi_f = secants_f.min(axis=0), secants_f.max(axis=0)
+    slack = tol[sub] + T.NOISE_FACTOR * 2 * rnd[sub] / dq
     for i, p in enumerate(sub):
-        coarse_status = op.status[p]
-        if coarse_status == "non-differentiable":
-            # A kink's slope jump does not shrink with the spacing; a smooth
-            # curve's secant differences do.
-            if fine.status[i] in ("irregular",) or fine.jump[i] >= 0.5 * op.jump[p]:
-                if fine.status[i] != "irregular":
-                    _take(op, p, fine, i)
-                continue
-            _take(op, p, fine, i)
+        fs = fine.status[i]
+        ratio = spread_f[i] / spread_c[i] if spread_c[i] > 0 else 0.0
+        kink_at_x = op.status[p] == "non-differentiable" and op.kink_at_x[p]
+        if fs in ("noise", "bug", "nan"):
+            _take(op, p, fine, i)  # smooth at the finer spacing: no kink near x after all
             continue
-        if fine.status[i] != "irregular":
-            _take(op, p, fine, i)
+        if fs != "irregular":  # pieces again: a kink or jump, or x on a piece
+            if kink_at_x and fine.jump[i] < 0.5 * op.jump[p]:
+                # The "kink" shrank with the spacing: sharp curvature, judged as smooth.
+                op.status[p] = "noise" if abs(e[p] - fine.estimate[i]) <= tol[p] + \
+                    T.NOISE_FACTOR * (fine.noise[i] + abs(fine.estimate[i] - op.estimate[p])) \
+                    else "bug"
+                op.estimate[p], op.evidence[p] = fine.estimate[i], None
+            else:
+                _take(op, p, fine, i)
             continue
         steps = [first[p], (F[5, p] - F[3, p]) / (2 * d), (Ff[5, i] - Ff[3, i]) / (2 * dq)]
-        if converging(steps, e[p], tol[p]):
-            op.status[p] = "non-differentiable"
-            op.estimate[p] = steps[-1]
+        moved = abs(steps[2] - steps[1])
+        est = fine.estimate[i]
+        op.estimate[p] = steps[-1]
+        if ratio > 2.0:
+            op.status[p] = "inconclusive"
+            op.evidence[p] = (f"estimates at steps h, h/4, h/16 ({steps[0]:.6g}, {steps[1]:.6g}, "
+                              f"{steps[2]:.6g}) scatter more as the step shrinks, far beyond "
+                              f"their round-off model (~{rnd[p] / d:.2g}): f is ill-conditioned "
+                              "at this step and dtype")
+        elif converging(steps, e[p], tol[p]):
+            smooth = ratio < 0.5
+            op.status[p] = "noise" if smooth else "non-differentiable"
             op.evidence[p] = ("the estimate moves toward the expected value as the step "
-                              f"shrinks ({steps[0]:.6g}, {steps[1]:.6g}, {steps[2]:.6g} at "
-                              "steps h, h/4, h/16): kinks crossed within the step")
+                              f"shrinks ({steps[0]:.6g}, {steps[1]:.6g}, {steps[2]:.6g} at steps "
+                              "h, h/4, h/16): " + ("truncation of a sharply curved f" if smooth
+                                                   else "kinks crossed within the step"))
+        elif ratio >= 0.5 and lo_f[i] - slack[i] <= e[p] <= hi_f[i] + slack[i]:
+            # Slope jumps that persist at every spacing, and the expected value
+            # is one of the slopes f takes next to x: kinks too close to resolve.
+            op.status[p] = "non-differentiable"
+            op.evidence[p] = (f"the secant slopes within h/16 of x range over [{lo_f[i]:.6g}, "
+                              f"{hi_f[i]:.6g}] at every spacing: kinks closer to x than the "
+                              "step can resolve")
+        elif abs(e[p] - est) > tol[p] + T.NOISE_FACTOR * (fine.noise[i] + moved + abs(
+                est - steps[2])):
+            op.status[p] = "bug"  # off by more than every estimate's spread
+            op.estimate[p] = est
         else:
             op.status[p] = "inconclusive"
-            op.estimate[p] = steps[-1]
             op.evidence[p] = (f"estimates at steps h, h/4, h/16 ({steps[0]:.6g}, {steps[1]:.6g}, "
-                              f"{steps[2]:.6g}) disagree far beyond their round-off "
-                              f"(~{rnd[p] / d:.2g}): f is ill-conditioned at this step and dtype")
+                              f"{steps[2]:.6g}) do not settle near the expected value: f is "
+                              "ill-conditioned at this step and dtype")
 
 
 def _take(op, p, fine, i):
