@@ -22,7 +22,7 @@ from .guards import deterministic
 from .problem import Directions, Problem
 
 __all__ = ["Setup", "setup", "full", "directional", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS",
-           "ATOL_SHARE"]
+           "atol_cap"]
 
 #: Stencil order of a check's first pass, per method: each method's natural
 #: order.  A 4th-order first pass doubles the evaluations of every check;
@@ -75,14 +75,16 @@ def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0
                  seed, [], t_start)
 
 
-#: The table's atol never exceeds this share of the largest derivative.
-ATOL_SHARE = 0.01
+def atol_cap(st):
+    """The table's atol never exceeds ``rtol`` times the largest derivative."""
+    return st.tol.rtol
 
 
 def _scale_aware_atol(st, E2, numeric):
-    """The table's ``atol``, capped at 1% of the largest derivative: a Jacobian
-    whose entries are all ~1e-18 is compared at ~1e-20, not passed wholesale
-    because every entry lies below 1e-9.  A user's ``atol`` is used as given."""
+    """The table's ``atol``, capped at ``rtol`` times the largest derivative: a
+    Jacobian whose entries are all ~1e-18 is compared at its own scale, not
+    passed wholesale because every entry lies below 1e-9.  A user's ``atol``
+    is used as given."""
     atol = st.tol.atol
     if st.user_atol:
         return atol
@@ -90,11 +92,12 @@ def _scale_aware_atol(st, E2, numeric):
     if scale == 0.0:
         st.notes.append("every expected and numeric value is exactly 0: the check compared zeros.")
         return atol
-    if ATOL_SHARE * scale < atol:
-        st.notes.append(f"the derivatives are all small (largest {scale:.3g}), so atol is taken "
-                        f"as 1% of the largest, {ATOL_SHARE * scale:.3g}, instead of {atol:g}: "
-                        "below the table's atol they would pass whatever their value.")
-        return ATOL_SHARE * scale
+    cap = atol_cap(st) * scale
+    if cap < atol:
+        st.notes.append(f"the derivatives are all small (largest {scale:.3g}), so atol is "
+                        f"rtol x that, {cap:.3g}, instead of {atol:g}: below the table's atol "
+                        "they would pass whatever their value.")
+        return cap
     return atol
 
 

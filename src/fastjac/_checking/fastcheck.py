@@ -24,7 +24,6 @@ from .._engine import readonly
 from .._memo import FunctionMemo
 from .._vocabulary import STATUS_NAMES
 from ..report import JacobianCheck
-from .build import ATOL_SHARE
 from .problem import Directions, Problem
 
 __all__ = ["FastCheck", "lookup", "remember"]
@@ -98,7 +97,7 @@ class FastCheck:
         if not math.isfinite(emax):
             return None
         atol, notes = self.atol, self.notes
-        if not self.user_atol and ATOL_SHARE * emax < atol:
+        if not self.user_atol and self.rtol * emax < atol:
             return None  # small derivatives: the general path scales atol (and says so)
         absE *= self.rtol
         absE += atol
