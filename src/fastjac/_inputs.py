@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_point, working_dtype
+from ._validate import as_point, describe, working_dtype
 
-__all__ = ["InputSpec", "pack", "is_multi"]
+__all__ = ["InputSpec", "pack", "pack_like", "parts_like", "is_multi"]
 
 
 def is_multi(x) -> bool:
@@ -58,10 +58,6 @@ class InputSpec:
                   for (a, b), shape in zip(self.bounds, self.shapes)]
         return tuple(blocks) if self.kind == "tuple" else dict(zip(self.keys, blocks))
 
-    def split_like_x(self, v, lead=()):
-        """Cut a flat array of shape ``lead + (N,)`` into per-input arrays."""
-        return self.split(v, lead)
-
 
 class _FlatF:
     """``f(*inputs)`` / ``f(**inputs)`` called on the packed flat vector."""
@@ -101,15 +97,32 @@ def pack(x, name="x"):
     return flat, InputSpec(kind, keys, shapes, bounds, np.dtype(dtype))
 
 
+def parts_like(spec: InputSpec, v, name="v"):
+    """The entries of a container shaped like x, in x's order, or a clear error."""
+    if spec.kind == "dict":
+        if not isinstance(v, dict):
+            raise ValueError(f"`{name}` must be a dict with the same keys as x "
+                             f"({list(spec.keys)}); got {describe(v)}.")
+        missing = [k for k in spec.keys if k not in v]
+        if missing:
+            raise ValueError(f"`{name}` must have the same keys as x ({list(spec.keys)}); "
+                             f"missing {missing}.")
+        return [v[k] for k in spec.keys]
+    if not isinstance(v, (tuple, list)) or len(v) != len(spec.shapes):
+        raise ValueError(f"`{name}` must be a tuple with one entry per input of x "
+                         f"({len(spec.shapes)}); got {describe(v)}.")
+    return list(v)
+
+
 def pack_like(spec: InputSpec, v, name="v"):
     """Pack a container shaped like the inputs, optionally with one leading
     batch axis on every part, into ``(flat, batched)``."""
-    parts = [v[k] for k in spec.keys] if spec.kind == "dict" else list(v)
-    if (spec.kind == "dict" and not isinstance(v, dict)) or len(parts) != len(spec.shapes):
-        raise ValueError(
-            f"`{name}` must be a {spec.kind} with the same entries as x "
-            f"({list(spec.keys)}); got {type(v).__name__} of length {len(parts)}.")
-    arrays = [np.asarray(p, dtype=spec.dtype) for p in parts]
+    parts = parts_like(spec, v, name)
+    try:
+        arrays = [np.asarray(p, dtype=spec.dtype) for p in parts]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{name}` must hold arrays of real numbers; got {describe(v)} "
+                        f"({exc}).") from None
     batched = arrays[0].shape != spec.shapes[0]
     lead = arrays[0].shape[:1] if batched else ()
     for a, shape, key in zip(arrays, spec.shapes, spec.keys):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._checking import (FIRST_PASS_ORDER, determinism_failure, fast_check, fast_remember_check, diagnose, directional, early,
                         finish, full, judge, localize, nonfinite_note, setup)
-from ._inputs import is_multi, pack_like
+from ._inputs import is_multi, pack_like, parts_like
 from ._validate import as_point, check_int, check_seed, describe, make_rng
 from ._vocabulary import STATUS_CODES
 
@@ -110,23 +110,6 @@ def _container_label(spec):
     return label
 
 
-def _parts(container, spec, name):
-    """The entries of a container shaped like x, in x's order, or a clear error."""
-    if spec.kind == "dict":
-        if not isinstance(container, dict):
-            raise ValueError(f"`{name}` must be a dict with the same keys as x "
-                             f"({list(spec.keys)}); got {describe(container)}.")
-        missing = [k for k in spec.keys if k not in container]
-        if missing:
-            raise ValueError(f"`{name}` must have the same keys as x ({list(spec.keys)}); "
-                             f"missing {missing}.")
-        return [container[k] for k in spec.keys]
-    if not isinstance(container, (tuple, list)) or len(container) != len(spec.shapes):
-        raise ValueError(f"`{name}` must be a tuple with one entry per input of x "
-                         f"({len(spec.shapes)}); got {describe(container)}.")
-    return list(container)
-
-
 def _expected_matrix(prep, expected, name, notes):
     """The expected Jacobian as ``(m, n)`` over the packed inputs (a view when possible)."""
     out_shape, spec = prep.out_shape, prep.spec
@@ -136,7 +119,7 @@ def _expected_matrix(prep, expected, name, notes):
         notes += [note] if note else []
         return E.reshape(prep.m, prep.n), [E.dtype]
     blocks, dtypes = [], []
-    for k, p, shape in zip(spec.keys, _parts(expected, spec, name), spec.shapes):
+    for k, p, shape in zip(spec.keys, parts_like(spec, expected, name), spec.shapes):
         b, note = _match_shape(_as_expected(p, f"{name}[{k!r}]"), out_shape + shape,
                                f"{name}[{k!r}]")
         notes += [note] if note else []
@@ -491,7 +474,7 @@ def check_grad(f, x, grad, *, mode="auto", seed=0, samples=6, directions=4, full
         g = g.reshape(1, prep.n)
     else:
         parts = []
-        for k, p, shape in zip(prep.spec.keys, _parts(grad, prep.spec, "grad"), prep.spec.shapes):
+        for k, p, shape in zip(prep.spec.keys, parts_like(prep.spec, grad, "grad"), prep.spec.shapes):
             b, note = _match_shape(_as_expected(p, f"grad[{k!r}]"), shape, f"grad[{k!r}]")
             notes += [note] if note else []
             dtypes.append(b.dtype)

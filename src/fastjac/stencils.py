@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from fractions import Fraction as Fr
 
+import numpy as np
+
 __all__ = ["Stencil", "STENCILS", "DEFAULT_ORDER", "get_stencil"]
 
 
@@ -91,7 +93,11 @@ def get_stencil(method: str, order: int | None = None) -> Stencil:
             f"`method` must be one of {sorted(DEFAULT_ORDER)}; got {method!r}.")
     if order is None:
         order = DEFAULT_ORDER[method]
-    key = (method, order)
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
+        valid = sorted(o for m, o in STENCILS if m == method)
+        raise ValueError(
+            f"`order` for method {method!r} must be one of {valid}; got {order!r}.")
+    key = (method, int(order))
     if key not in STENCILS:
         valid = sorted(o for m, o in STENCILS if m == method)
         raise ValueError(

@@ -51,7 +51,7 @@ def early(st, verdict, arr, note, extra_notes=()):
     return JacobianCheck(
         passed=False, verdict=verdict, numeric=arr, expected=arr, nfev=st.prep.nfev,
         method=st.method_name, step=None, rtol=st.tol.rtol, atol=st.tol.atol, dtype=st.dtype,
-        kind=st.kind, notes=[note, *extra_notes, *st.notes], seed=st.seed,
+        kind=st.kind, notes=[note, *extra_notes, *st.notes, *st.prep.notes()], seed=st.seed,
         fallback=st.prep.fallback, error_norm=float("nan"), max_abs_error=float("nan"),
         max_rel_error=float("nan"), worst=[], noise=np.full(arr.shape, np.nan),
         seconds=time.perf_counter() - st.t_start)
@@ -68,7 +68,7 @@ def finish(st, problem, judgement, *, shape, split=None, diagnoses=(), localized
     """The report of a judged problem; ``split`` cuts (R, K) arrays per input."""
     prep = st.prep
     counts = judgement.counts
-    notes = list(st.notes) + list(problem.notes) + list(judgement.notes)
+    notes = list(st.notes) + list(problem.notes) + list(judgement.notes) + prep.notes()
     for name, note in STATUS_NOTES.items():
         if counts.get(name):
             notes.append(note)

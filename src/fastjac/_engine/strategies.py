@@ -215,9 +215,12 @@ def _evaluate_batched(task, block, offsets, center, layout):
     where = lambda: _where_block(task, block, offsets, rows)  # noqa: E731 (built on error only)
     if task.serialize:
         with _F_LOCK:
-            Y = np.array(_call_batched(task, stack, batch_shape, where), copy=True)
+            Y = _call_batched(task, stack, batch_shape, where)
+            Y = np.array(as_output(Y, where=where(), complex_ok=True), copy=True)
     else:
-        Y = np.asarray(_call_batched(task, stack, batch_shape, where))
+        Y = _call_batched(task, stack, batch_shape, where)
+        if type(Y) is not np.ndarray:
+            Y = as_output(Y, where=where(), complex_ok=True)
     want = ((rows,) + tuple(task.out_shape) if layout == "leading"
             else tuple(task.out_shape) + (rows,))
     if Y.shape != want:
