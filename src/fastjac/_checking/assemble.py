@@ -76,7 +76,7 @@ def finish(st, problem, judgement, *, shape, split=None, diagnoses=(), localized
         notes.append("the numeric estimate or the expected value is NaN or inf at some entries "
                      "(a log or a division near its singularity at a perturbed point?); move x "
                      "or pass a smaller step.")
-    for r, k, sentence in judgement.evidence[:3]:
+    for r, k, sentence, _ in judgement.evidence[:3]:
         where = Mismatch(problem.out_label(r), problem.in_label(k), 0, 0, 0, 0, 0, 0, "").where
         notes.append(f"second opinion at {where}: {sentence}.")
     shape = tuple(shape)

@@ -169,8 +169,9 @@ def diagnose(problem, judgement, *, full=False, x_shape=(), out_shape=(), spec=N
     kinds = {"non-differentiable": "kinks", "discontinuous": "discontinuity",
              "inconclusive": "ill-conditioned"}
     said = set()
-    for r, k, sentence in judgement.evidence:
-        status = None if codes is None else _status_name(codes[r, k])
+    severity = {"inconclusive": 0, "discontinuous": 1, "non-differentiable": 2}
+    ranked = sorted(judgement.evidence, key=lambda e: severity.get(e[3], 9))
+    for r, k, sentence, status in ranked:
         kind = kinds.get(status)
         if kind is None or kind in said:
             continue
@@ -181,9 +182,3 @@ def diagnose(problem, judgement, *, full=False, x_shape=(), out_shape=(), spec=N
                                       "do not settle; check in float64 or pass a step"}[kind]
         out.append(Diagnosis(kind, message, sentence))
     return out
-
-
-def _status_name(c):
-    from .._vocabulary import STATUS_NAMES
-
-    return STATUS_NAMES[int(c)]

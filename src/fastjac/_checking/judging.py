@@ -50,7 +50,8 @@ class Judgement:
     counts: dict
     verdict: str
     second: dict = field(default_factory=dict)    # (r, k) -> re-estimate
-    evidence: list = field(default_factory=list)  # sentences from the second opinions
+    #: ``(r, k, sentence, status)`` from the second opinions, a few per status.
+    evidence: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     reviewed: int = 0
     #: Entries whose second opinion found a kink or a jump at x: their first
@@ -188,8 +189,8 @@ def _judge_column(problem, j, k, rows, F, d):
         j.second[(int(r), int(k))] = float(op.estimate[i])
         if op.kink_at_x[i]:
             j.at_kink.add((int(r), int(k)))
-        if op.evidence[i] and len(j.evidence) < 8:
-            j.evidence.append((int(r), int(k), op.evidence[i]))
+        if op.evidence[i] and sum(1 for e_ in j.evidence if e_[3] == name) < 3:
+            j.evidence.append((int(r), int(k), op.evidence[i], name))
 
 
 def _finer(problem, j, k, rows, op, retry, F, d, e, tol, rnd, first):

@@ -61,7 +61,7 @@ def localize(problem, r, l, delta, expected_of, h_coord, *, blocks=None, budget=
     delta : float
         ``expected - numeric`` of that entry.
     expected_of : callable
-        ``expected_of(v)``: the expected values (all rows) along direction ``v``.
+        ``expected_of(V)``: the expected values ``(R, k)`` along the rows of ``V``.
     h_coord : ndarray, shape (n,)
         Per-coordinate steps, for the central difference at the culprit.
     blocks : list of (start, stop), optional
@@ -94,7 +94,7 @@ def localize(problem, r, l, delta, expected_of, h_coord, *, blocks=None, budget=
             vp = np.zeros(n)
             vp[p] = v[p]
             num = _forward(prep, vp, t, problem.contract)[r]
-            exp = float(expected_of(vp)[r])
+            exp = float(np.asarray(expected_of(vp[None, :]))[r, 0])
             evals += 1
             deltas.append(exp - num)
             known -= exp - num
@@ -115,5 +115,6 @@ def localize(problem, r, l, delta, expected_of, h_coord, *, blocks=None, budget=
         e = np.zeros(n)
         e[j] = 1.0
         evals += 2
-        return Found(r, group, float(expected_of(e)[r]), float(num[r]), False, evals)
+        return Found(r, group, float(np.asarray(expected_of(e[None, :]))[r, 0]), float(num[r]),
+                     False, evals)
     return Found(r, group, float("nan"), float("nan"), spread, evals)
