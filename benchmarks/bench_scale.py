@@ -14,17 +14,19 @@ Groups ``scale|{workload}|n={n}``; the implementation is the test id and
 """
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pytest
 
 import fastjac
-from fastjac import _parallel
+from fastjac._engine import loopback_cluster
 from fastjac.reference import numeric_jacobian as reference_loop
 
 SIZES = [1_000, 10_000, 100_000]
-STRUCT_IMPLS = ["fastjac", "scipy-sparsity", "scipy-dense", "reference-loop"]
 # Dense scipy runs only while J stays under ~1 GB and the run under ~2 s; the
 # element loop only where it takes under ~2 s (2n calls of f plus a dense J):
 # both n = 1000.
@@ -47,24 +49,42 @@ def _tridiagonal(v):
     return v ** 2 + pad[..., :-2] * pad[..., 2:]
 
 
-def make(name, n):
-    """``(f, x, sparsity_for_fastjac, scipy_pattern, exact_entry_check)``."""
+@dataclass(frozen=True)
+class Problem:
+    """A structured workload: ``f``, ``x``, the sparsity given to fastjac and to
+    scipy, and the exact J as CSR."""
+
+    f: Callable
+    x: np.ndarray
+    sparsity: object
+    pattern: object
+    exact: object
+
+
+def _sigmoid_problem(n, rng):
     import scipy.sparse as sp
 
-    rng = np.random.default_rng(0)
-    if name == "sigmoid":
-        x = rng.normal(size=n)
-        s = _sigmoid(x)
-        exact = sp.diags_array(s * (1 - s)).tocsr()
-        return _sigmoid, x, "diagonal", sp.eye_array(n, format="csr"), exact
-    if name == "tridiagonal":
-        x = rng.normal(size=n)
-        P = sp.diags_array([np.ones(n - 1), np.ones(n), np.ones(n - 1)], offsets=[-1, 0, 1])
-        # d f_i / d v_{i-1} = v_{i+1}, d f_i / d v_{i+1} = v_{i-1} (zero past the ends).
-        sub, sup = np.append(x[2:], 0.0), np.insert(x[:-2], 0, 0.0)
-        exact = sp.diags_array([sub, 2 * x, sup], offsets=[-1, 0, 1]).tocsr()
-        return _tridiagonal, x, P.tocsr(), P.tocsr(), exact
-    # batch-layer: Z = tanh(W @ X), X of shape (FEATURES, B), flattened for scipy.
+    x = rng.normal(size=n)
+    s = _sigmoid(x)
+    exact = sp.diags_array(s * (1 - s)).tocsr()
+    return Problem(_sigmoid, x, "diagonal", sp.eye_array(n, format="csr"), exact)
+
+
+def _tridiagonal_problem(n, rng):
+    import scipy.sparse as sp
+
+    x = rng.normal(size=n)
+    P = sp.diags_array([np.ones(n - 1), np.ones(n), np.ones(n - 1)], offsets=[-1, 0, 1]).tocsr()
+    # d f_i / d v_{i-1} = v_{i+1}, d f_i / d v_{i+1} = v_{i-1} (zero past the ends).
+    sub, sup = np.append(x[2:], 0.0), np.insert(x[:-2], 0, 0.0)
+    exact = sp.diags_array([sub, 2 * x, sup], offsets=[-1, 0, 1]).tocsr()
+    return Problem(_tridiagonal, x, P, P, exact)
+
+
+def _batch_layer_problem(n, rng):
+    """Z = tanh(W @ X), X of shape (FEATURES, B), flattened for scipy."""
+    import scipy.sparse as sp
+
     B = n // FEATURES
     W = rng.normal(size=(FEATURES, FEATURES)) / np.sqrt(FEATURES)
     X = rng.normal(size=(FEATURES, B))
@@ -78,50 +98,87 @@ def make(name, n):
     cols = np.repeat(np.arange(FEATURES * B).reshape(FEATURES, B)[None, :, :], FEATURES, axis=0)
     vals = (1 - Z ** 2)[:, None, :] * W[:, :, None]
     exact = sp.csr_array((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(n, n))
-    P = exact.astype(bool)
-    return layer, X, fastjac.batch_independent(axis=1), P, exact
+    return Problem(layer, X, fastjac.batch_independent(axis=1), exact.astype(bool), exact)
 
 
-def _run(impl, name, n):
-    """The benchmarked callable and a function turning its result into CSR."""
+PROBLEMS = {
+    "sigmoid": _sigmoid_problem,
+    "tridiagonal": _tridiagonal_problem,
+    "batch-layer": _batch_layer_problem,
+}
+
+
+def make(name, n):
+    """The :class:`Problem` ``name`` at size ``n`` (seed 0)."""
+    return PROBLEMS[name](n, np.random.default_rng(0))
+
+
+# Implementations: impl -> setup(problem, n) -> (benchmarked callable, result -> CSR).
+
+def _flat(p):
+    return lambda v: p.f(v.reshape(p.x.shape)).ravel()  # scipy wants 1-d
+
+
+def _fastjac_structured(p, n):
+    import scipy.sparse as sp
+
+    if isinstance(p.sparsity, str):  # a named pattern: the diagonal comes back as a vector
+        fn = lambda: fastjac.jacobian(p.f, p.x, sparsity=p.sparsity, output="diagonal")  # noqa: E731
+        return fn, lambda d: sp.diags_array(d.ravel()).tocsr()
+    fn = lambda: fastjac.jacobian(p.f, p.x, sparsity=p.sparsity, output="sparse")  # noqa: E731
+    return fn, lambda J: J
+
+
+def _scipy_sparsity(p, n):
     import scipy.sparse as sp
     from scipy.optimize._numdiff import approx_derivative
 
-    f, x, sparsity, P, exact = make(name, n)
-    flat = lambda v: f(v.reshape(x.shape)).ravel()  # noqa: E731 (scipy wants 1-d)
-    if impl == "fastjac":
-        output = "diagonal" if isinstance(sparsity, str) else "sparse"
-        fn = lambda: fastjac.jacobian(f, x, sparsity=sparsity, output=output)  # noqa: E731
-        as_csr = (lambda d: sp.diags_array(d.ravel()).tocsr()) if output == "diagonal" else (lambda J: J)
-    elif impl == "scipy-sparsity":
-        fn = lambda: approx_derivative(flat, x.ravel(), method="3-point", sparsity=P)  # noqa: E731
-        as_csr = sp.csr_array
-    elif impl == "scipy-dense":
-        if n * n * 8 > DENSE_LIMIT:
-            pytest.skip(f"dense J of {n}x{n} is {n * n * 8 / 2**30:.1f} GiB (> ~1 GB)")
-        if n > DENSE_SCIPY_LIMIT:
-            pytest.skip(f"scipy without sparsity makes {2 * n} calls and a dense J: > ~2 s "
-                        "(11 s at n=1e4 here)")
-        fn = lambda: approx_derivative(flat, x.ravel(), method="3-point")  # noqa: E731
-        as_csr = sp.csr_array
-    else:
-        if n > LOOP_LIMIT:
-            pytest.skip(f"the element loop needs {2 * n} calls and a {n}x{n} dense J (> ~2 s)")
-        fn = lambda: reference_loop(x, f)  # noqa: E731
-        as_csr = lambda J: sp.csr_array(J.reshape(n, n))  # noqa: E731
-    return fn, as_csr, exact
+    flat = _flat(p)
+    return (lambda: approx_derivative(flat, p.x.ravel(), method="3-point", sparsity=p.pattern),
+            sp.csr_array)
+
+
+def _scipy_dense(p, n):
+    import scipy.sparse as sp
+    from scipy.optimize._numdiff import approx_derivative
+
+    if n * n * 8 > DENSE_LIMIT:
+        pytest.skip(f"dense J of {n}x{n} is {n * n * 8 / 2**30:.1f} GiB (> ~1 GB)")
+    if n > DENSE_SCIPY_LIMIT:
+        pytest.skip(f"scipy without sparsity makes {2 * n} calls and a dense J: > ~2 s "
+                    "(11 s at n=1e4 here)")
+    flat = _flat(p)
+    return lambda: approx_derivative(flat, p.x.ravel(), method="3-point"), sp.csr_array
+
+
+def _reference_loop(p, n):
+    import scipy.sparse as sp
+
+    if n > LOOP_LIMIT:
+        pytest.skip(f"the element loop needs {2 * n} calls and a {n}x{n} dense J (> ~2 s)")
+    return lambda: reference_loop(p.x, p.f), lambda J: sp.csr_array(J.reshape(n, n))
+
+
+STRUCT_SETUPS = {
+    "fastjac": _fastjac_structured,
+    "scipy-sparsity": _scipy_sparsity,
+    "scipy-dense": _scipy_dense,
+    "reference-loop": _reference_loop,
+}
+STRUCT_IMPLS = list(STRUCT_SETUPS)
 
 
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("impl", STRUCT_IMPLS)
-@pytest.mark.parametrize("name", ["sigmoid", "tridiagonal", "batch-layer"])
+@pytest.mark.parametrize("name", list(PROBLEMS))
 def test_structured(benchmark, name, impl, n):
-    fn, as_csr, exact = _run(impl, name, n)
+    p = make(name, n)
+    fn, as_csr = STRUCT_SETUPS[impl](p, n)
     fn()  # warm: Numba coloring kernel, vectorized probe
     benchmark.group = f"scale|{name}|n={n}"
     benchmark.extra_info["impl"] = impl
     J = benchmark(fn)
-    err = abs(as_csr(J) - exact).max()
+    err = abs(as_csr(J) - p.exact).max()
     assert err <= TOLERANCE, err
 
 
@@ -183,27 +240,34 @@ def _mix(x):
 @pytest.fixture(scope="module")
 def dask_client():
     pytest.importorskip("distributed")
-    with _parallel.loopback_cluster(n_workers=2) as client:
+    with loopback_cluster(n_workers=2) as client:
         yield client
 
 
-@pytest.mark.parametrize("impl", ["in-process", "threads-2", "dask-local-2"])
+@contextlib.contextmanager
+def _threads(request):
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+#: impl -> context manager factory(request) yielding the executor (None: in-process).
+EXECUTORS = {
+    "in-process": lambda request: contextlib.nullcontext(None),
+    "threads-2": _threads,
+    # The module-scoped cluster outlives the test: only borrowed here.
+    "dask-local-2": lambda request: contextlib.nullcontext(request.getfixturevalue("dask_client")),
+}
+
+
+@pytest.mark.parametrize("impl", list(EXECUTORS))
 def test_executor_overhead(benchmark, impl, request):
     n = 2000
     x = np.linspace(-1, 1, n)
     ref = fastjac.jacobian(_mix, x)
-    pool = None
-    if impl == "threads-2":
-        pool = ThreadPoolExecutor(2)
-    elif impl == "dask-local-2":
-        pool = request.getfixturevalue("dask_client")
-    try:
+    with EXECUTORS[impl](request) as pool:
         fn = lambda: fastjac.jacobian(_mix, x, executor=pool)  # noqa: E731
         fn()
         benchmark.group = f"scale|executor-mix|n={n}"
         benchmark.extra_info["impl"] = impl
         J = benchmark(fn)
-    finally:
-        if impl == "threads-2":
-            pool.shutdown()
     np.testing.assert_array_equal(J, ref)

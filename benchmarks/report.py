@@ -1,15 +1,23 @@
-"""Render the README's benchmark tables from pytest-benchmark JSON files.
+"""Render the benchmark tables of docs/benchmarks.md and the README from pytest-benchmark JSON.
 
 Usage::
 
-    python benchmarks/report.py RESULTS_DIR [--compact OUT_DIR]
+    python benchmarks/report.py RESULTS_DIR [--compact OUT_DIR] [--write FILE ...] [--check FILE ...]
 
 ``RESULTS_DIR`` holds ``engine.json``, ``chunking.json``, ``nn.json``,
 ``check.json``, ``scale.json`` and ``monitor.json`` as written by
-``pytest benchmarks/bench_<suite>.py --benchmark-json=RESULTS_DIR/<suite>.json``.
-Every figure is a median; every ratio compares two implementations measured
-in the same run.  ``--compact`` writes small copies (group, implementation,
-median, IQR, rounds) suitable for committing.
+``pytest benchmarks/bench_<suite>.py --benchmark-json=RESULTS_DIR/<suite>.json``
+(or their compact copies in ``benchmarks/results``).  Every figure is a
+median; every ratio compares two implementations measured in the same run.
+
+Without ``--write``/``--check`` the tables are printed.  ``--write FILE``
+replaces, in FILE, the text between ``<!-- bench-NAME:start -->`` and
+``<!-- bench-NAME:end -->`` with section NAME (``engine``, ..., and
+``table``: the README's summary); ``--check FILE`` exits 1 if FILE is not up
+to date.  ``--compact OUT_DIR`` writes copies small enough to commit:
+pytest-benchmark's own format (``pytest-benchmark compare`` and
+``pytest --benchmark-compare`` read them) without the per-round ``data``,
+the ``options`` and the CPU flags, one benchmark per line.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import sys
 
 
@@ -39,7 +48,10 @@ def _table(data):
     """``{group: {impl: median_seconds}}``."""
     out = collections.defaultdict(dict)
     for b in data["benchmarks"]:
-        out[b["group"]][_impl(b)] = b["stats"]["median"]
+        impl = _impl(b)
+        if impl in out[b["group"]]:  # never keep one of two silently
+            raise ValueError(f"two benchmarks of group {b['group']!r} are both {impl!r}")
+        out[b["group"]][impl] = b["stats"]["median"]
     return out
 
 
@@ -161,38 +173,123 @@ SECTIONS = {
 }
 
 
+def readme_table(data):
+    """The README's summary: the engine table without the loop-path and Numba columns."""
+    cpu = (data.get("machine_info") or {}).get("cpu_model") or "unknown CPU"
+    legend = (f"*pytest-benchmark medians from `benchmarks/bench_engine.py` ({cpu}, 2-core VM,\n"
+              "OpenBLAS on 1 thread), every baseline in the same run. × loop / × scipy: the\n"
+              "baseline's time divided by fastjac's. ÷ floor: fastjac's time divided by the time\n"
+              "of only the batched calls of `f` on the same chunks (it leaves out writing `J`).\n"
+              "All tables, including the loop path and the Numba driver:\n"
+              "[docs/benchmarks.md](docs/benchmarks.md).*")
+    rows = []
+    for line in engine(data).splitlines():
+        cells = line.split("|")[1:-1]
+        rows.append("|" + "|".join(cells[:7]) + "|")
+    return legend + "\n\n" + "\n".join(rows)
+
+
+SECTIONS = {
+    "engine": engine,
+    "chunking": chunking,
+    "nn": nn,
+    "check": lambda d: generic(d, "one-loss-eval"),
+    "scale": generic,
+    "monitor": monitor,
+}
+#: Blocks rendered from another section's results file: block -> (results, renderer).
+DERIVED = {"table": ("engine", readme_table)}
+
+
 def compact(data):
+    """pytest-benchmark's layout without per-round data, options and CPU flags."""
     keep = []
     for b in data["benchmarks"]:
-        s = b["stats"]
-        keep.append({"group": b["group"], "name": b["name"], "impl": _impl(b),
-                     "median": s["median"], "iqr": s["iqr"], "min": s["min"], "rounds": s["rounds"],
-                     "extra_info": b.get("extra_info", {})})
-    mi = data.get("machine_info", {})
-    machine = {k: mi.get(k) for k in ("cpu_model", "blas_threads", "python_version", "system", "release")}
-    cpu = mi.get("cpu", {})
-    machine["cpu_brand"] = cpu.get("brand_raw")
-    return {"machine_info": machine, "datetime": data.get("datetime"), "benchmarks": keep}
+        entry = {k: b.get(k) for k in ("group", "name", "fullname", "params", "param", "extra_info")}
+        entry["stats"] = {k: v for k, v in b["stats"].items() if k != "data"}
+        keep.append(entry)
+    machine = dict(data.get("machine_info") or {})
+    machine["cpu"] = {k: v for k, v in (machine.get("cpu") or {}).items() if k != "flags"}
+    out = {"machine_info": machine, "commit_info": data.get("commit_info") or {},
+           "datetime": data.get("datetime"), "version": data.get("version")}
+    if "fastjac_compact" in data:
+        out["fastjac_compact"] = data["fastjac_compact"]
+    out["benchmarks"] = keep
+    return out
+
+
+def write_compact(data, path):
+    """JSON with one benchmark per line: small, and diffs line up with benchmarks."""
+    head = {k: v for k, v in data.items() if k != "benchmarks"}
+    lines = [json.dumps(b, separators=(",", ":"), ensure_ascii=False) for b in data["benchmarks"]]
+    text = json.dumps(head, indent=1, ensure_ascii=False)[:-2]  # drop the closing "\n}"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text + ',\n "benchmarks": [\n' + ",\n".join(lines) + "\n ]\n}\n")
+
+
+_BLOCK = re.compile(r"(<!-- bench-(?P<name>[\w-]+):start -->\n)(?P<body>.*?)(\n<!-- bench-(?P=name):end -->)",
+                    re.S)
+
+
+def render_all(results):
+    """{block name: markdown} for every section whose results file exists in ``results``."""
+    out = {}
+    for name, render in SECTIONS.items():
+        path = os.path.join(results, f"{name}.json")
+        if os.path.exists(path):
+            out[name] = render(_load(path))
+    for name, (source, render) in DERIVED.items():
+        path = os.path.join(results, f"{source}.json")
+        if os.path.exists(path):
+            out[name] = render(_load(path))
+    return out
+
+
+def updated(text, blocks):
+    """``text`` with each marked block replaced by its rendering; (new text, names replaced)."""
+    done = []
+
+    def sub(m):
+        if m.group("name") not in blocks:
+            return m.group(0)
+        done.append(m.group("name"))
+        return m.group(1) + blocks[m.group("name")] + m.group(4)
+
+    return _BLOCK.sub(sub, text), done
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results")
     parser.add_argument("--compact", metavar="OUT_DIR")
+    parser.add_argument("--write", nargs="+", default=[], metavar="FILE")
+    parser.add_argument("--check", nargs="+", default=[], metavar="FILE")
     args = parser.parse_args(argv)
-    for name, render in SECTIONS.items():
-        path = os.path.join(args.results, f"{name}.json")
-        if not os.path.exists(path):
-            print(f"<!-- {name}: no {path} -->\n")
-            continue
-        data = _load(path)
-        print(f"### {name}\n")
-        print(render(data))
-        print()
-        if args.compact:
-            os.makedirs(args.compact, exist_ok=True)
-            with open(os.path.join(args.compact, f"{name}.json"), "w") as fh:
-                json.dump(compact(data), fh, indent=0)
+    if args.compact:
+        os.makedirs(args.compact, exist_ok=True)
+        for name in SECTIONS:
+            path = os.path.join(args.results, f"{name}.json")
+            if os.path.exists(path):
+                write_compact(compact(_load(path)), os.path.join(args.compact, f"{name}.json"))
+    blocks = render_all(args.results)
+    stale = []
+    for path in args.write + args.check:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        new, done = updated(text, blocks)
+        if path in args.write and new != text:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(new)
+        elif path in args.check and new != text:
+            stale.append(path)
+        if not done:
+            print(f"{path}: no <!-- bench-NAME:start --> block for {sorted(blocks)}", file=sys.stderr)
+    if stale:
+        print(f"out of date (rerun with --write): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    if not args.write and not args.check:
+        for name, body in blocks.items():
+            print(f"### {name}\n\n{body}\n")
     return 0
 
 

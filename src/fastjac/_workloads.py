@@ -1,18 +1,51 @@
-"""The engine benchmark workloads: batch-aware versions of the notebook's functions.
+"""The engine benchmark workloads and the implementations timed on them.
 
 Shared by ``benchmarks/bench_engine.py`` and ``fastjac bench``, so that the
 command-line numbers and the pytest-benchmark numbers measure the same thing.
-Each workload builds ``(f, x, exact_jacobian)`` for a size ``n`` (the number
-of inputs); ``f`` accepts one point or a leading batch axis.
+
+- :data:`WORKLOADS`: batch-aware versions of the notebook's functions.  Each
+  builds a :class:`Case` for a size ``n`` (the number of inputs): ``f``
+  accepts one point or a leading batch axis, and ``exact`` is the analytic J.
+- :data:`IMPLEMENTATIONS`: ``{name: setup}``, in the manner of numbagg's
+  ``COMPARISONS`` table.  ``setup(case)`` does all the preparation and
+  returns a zero-argument callable that computes the full Jacobian, shaped
+  ``f(x).shape + x.shape``; only that callable is timed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["Workload", "WORKLOADS", "make"]
+__all__ = ["Case", "Workload", "WORKLOADS", "IMPLEMENTATIONS", "make", "case"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One workload at one size.
+
+    Attributes
+    ----------
+    workload : str
+    n : int
+        Number of inputs, ``x.size``.
+    f : callable
+        Batch-aware: ``f(x)`` and ``f(stack)`` with a leading batch axis.
+    x : ndarray
+    exact : ndarray, shape ``f(x).shape + x.shape``
+        The analytic Jacobian at ``x``.
+    data : dict
+        The arrays ``f`` closes over, by name, for rewrites of ``f`` such as
+        the benchmarks' jitted single-point versions.
+    """
+
+    workload: str
+    n: int
+    f: Callable
+    x: np.ndarray
+    exact: np.ndarray
+    data: dict = field(default_factory=dict)
 
 
 def _softmax_last(z):
@@ -31,18 +64,18 @@ def _softmax_features(Z):
 def _sigmoid(n, rng):
     x = rng.normal(size=n)
     a = 1 / (1 + np.exp(-x))
-    return (lambda z: 1 / (1 + np.exp(-z))), x, np.diag(a * (1 - a))
+    return (lambda z: 1 / (1 + np.exp(-z))), x, np.diag(a * (1 - a)), {}
 
 
 def _tanh(n, rng):
     x = rng.normal(size=n)
-    return np.tanh, x, np.diag(1 - np.tanh(x) ** 2)
+    return np.tanh, x, np.diag(1 - np.tanh(x) ** 2), {}
 
 
 def _softmax(n, rng):
     x = rng.normal(size=n)
     a = _softmax_last(x)
-    return _softmax_last, x, np.diag(a) - np.outer(a, a)
+    return _softmax_last, x, np.diag(a) - np.outer(a, a), {}
 
 
 def _softmax_ce(n, rng):
@@ -52,7 +85,7 @@ def _softmax_ce(n, rng):
     def f(z):
         return -np.sum(y * np.log(_softmax_last(z)), axis=-1)
 
-    return f, x, _softmax_last(x) - y
+    return f, x, _softmax_last(x) - y, {"y": y}
 
 
 def _dense_shape(n):
@@ -70,7 +103,7 @@ def _dense_ce(n, rng):
         return -np.sum(y * np.log(_softmax_last(W @ x + b)), axis=-1)
 
     a = _softmax_last(W @ x + b)
-    return f, W, np.outer(a - y, x)
+    return f, W, np.outer(a - y, x), {"x": x, "b": b, "y": y}
 
 
 def _batched_dense(n, rng, m=16):
@@ -84,13 +117,13 @@ def _batched_dense(n, rng, m=16):
         return -np.sum(Y * np.log(np.maximum(A, 1e-10)), axis=(-2, -1)) / m
 
     A = _softmax_features(W @ X + b)
-    return f, W, ((A - Y) / m) @ X.T
+    return f, W, ((A - Y) / m) @ X.T, {"X": X, "b": b, "Y": Y, "m": m}
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
-    build: Callable
+    build: Callable   # (n, rng) -> (f, x, exact J, data f closes over)
     description: str
 
 
@@ -104,8 +137,61 @@ WORKLOADS = {w.name: w for w in [
 ]}
 
 
-def make(name: str, n: int, seed: int = 0):
-    """``(f, x, J_exact)`` for workload ``name`` with ``n`` inputs."""
+def case(name: str, n: int, seed: int = 0) -> Case:
+    """The :class:`Case` of workload ``name`` with ``n`` inputs."""
     if name not in WORKLOADS:
         raise ValueError(f"`workload` must be one of {sorted(WORKLOADS)}; got {name!r}.")
-    return WORKLOADS[name].build(n, np.random.default_rng(seed))
+    f, x, exact, data = WORKLOADS[name].build(n, np.random.default_rng(seed))
+    return Case(name, n, f, x, exact, data)
+
+
+def make(name: str, n: int, seed: int = 0):
+    """``(f, x, J_exact)`` for workload ``name`` with ``n`` inputs."""
+    c = case(name, n, seed)
+    return c.f, c.x, c.exact
+
+
+# --------------------------------------------------------------------------
+# Implementations: name -> setup(case) -> run, with run() -> J.
+
+def _reference_loop(c):
+    from .reference import numeric_jacobian
+
+    return lambda: numeric_jacobian(c.x, c.f)
+
+
+def _fastjac(**options):
+    def setup(c):
+        from .engine import jacobian
+
+        return lambda: jacobian(c.f, c.x, **options)
+
+    return setup
+
+
+def _scipy(c):
+    # scipy keeps approx_derivative in scipy.optimize._numdiff (not exported)
+    # but documents it; it wants a 1-d x and returns (m, n).
+    from scipy.optimize._numdiff import approx_derivative
+
+    shape, out_shape = c.x.shape, np.shape(c.f(c.x))
+    flat = c.x.reshape(-1)
+
+    def run():
+        J = approx_derivative(lambda v: c.f(v.reshape(shape)), flat, method="3-point")
+        return np.asarray(J).reshape(out_shape + shape)
+
+    return run
+
+
+IMPLEMENTATIONS: dict[str, Callable] = {
+    # The notebook's element loop: one f call per perturbed point, step 1e-4.
+    "reference-loop": _reference_loop,
+    # fastjac.jacobian with default options (vectorized="auto").
+    "fastjac": _fastjac(),
+    # The batched path forced, and the point-by-point path forced.
+    "fastjac-vectorized": _fastjac(vectorized=True),
+    "fastjac-loop": _fastjac(vectorized=False),
+    # scipy.optimize's approx_derivative, 3-point (central) differences.
+    "scipy": _scipy,
+}

@@ -4,19 +4,24 @@ Startup stays light: argparse and the standard library only; numpy, the
 engine, the checks and matplotlib are imported inside each subcommand.
 
 Exit codes: 0 success (every check passed), 1 a check failed or the user's
-function raised, 2 bad arguments (argparse's convention).  User errors are
-reported as one line on stderr, never as a traceback.
+function raised, 2 bad arguments (argparse's convention), including every
+argument the library's own validation rejects.  User errors are reported as
+one line on stderr, never as a traceback.  When stdout is a pipe that closes
+early (``fastjac check ... | head -c1``) the command stops quietly with
+status 141 (128 + SIGPIPE), as Unix tools killed by SIGPIPE do.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import signal
 import sys
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
 
 
 class UsageError(Exception):
@@ -38,6 +43,9 @@ examples:
   fastjac check mymod:f --shape 3   numeric Jacobian of mymod.f at a random x of shape (3,)
   fastjac check layer.py:loss --shape 3,4 --expected layer.py:grad
   fastjac bench --quick             a ~10 s benchmark against the element-by-element loop
+
+Exit status: 0 success, 1 a check failed or your function raised, 2 bad
+arguments.  A closed output pipe (`| head`) stops a command quietly (status 141).
 """
 
 _DEMO_EPILOG = """\
@@ -53,18 +61,20 @@ _CHECK_EPILOG = """\
 MODULE is a dotted module importable from the current directory or sys.path
 (`mypkg.layers`) or a path to a .py file (`./layers.py`); FUNC may be dotted
 (`softmax.forward`).  --expected names a function that takes x and returns the
-analytic Jacobian, shape f(x).shape + x.shape (a gradient for scalar f).
+analytic Jacobian, shape f(x).shape + x.shape (a gradient for scalar f).  The
+check is fastjac.check_jacobian's, with its validation: an --expected of
+another layout (a transposed J, say) is an error, never reshaped; only size-1
+axes may differ.
 
 examples:
   fastjac check numpy:tanh --shape 5
-  fastjac check numpy:sin --x "0,1,2" --expected mygrads.py:dsin
+  fastjac check numpy:sin --x "-1,0.5,2" --expected mygrads.py:dsin
   fastjac check layers.py:loss --shape 3,4 --expected layers.py:dloss_dW --order 4
   fastjac check layers.py:loss --shape 3,4 --dtype float32 --seed 1
 
-Negative values need `=`: --x=-1,0.5,2 (argparse reads "-1,..." as an option).
-
 Exit status: 0 the check passed (or, without --expected, the Jacobian was
-computed), 1 it failed or f raised, 2 bad arguments.
+computed), 1 it failed or f (or --expected) raised, 2 bad arguments, including
+any the library rejects (a transposed --expected, --rtol=-1, --order 3).
 """
 
 _BENCH_EPILOG = """\
@@ -73,10 +83,25 @@ examples:
   fastjac bench --sizes 10,100,1000,3000 --json bench.json --plot bench.png
   fastjac bench --from-json .benchmarks/Linux-CPython-3.11-64bit/0001_run.json --plot out.png
   fastjac bench --quick --markdown           a table to paste into a README
+  pytest-benchmark compare bench.json        --json files are pytest-benchmark's own format
 
 Implementations: the notebook's element loop (fastjac.reference.numeric_jacobian),
 fastjac.jacobian, and scipy's approx_derivative when scipy is installed.
---plot needs matplotlib (pip install "fastjac[plot]").
+--json needs pytest-benchmark (pip install pytest-benchmark); its entries are
+named like benchmarks/bench_engine.py's tests, so `pytest --benchmark-compare`
+pairs them.  --from-json reads any pytest-benchmark file: one row per group
+(and n), one column per implementation; --plot draws every group (time vs n
+where the group or the parameters give n, bars otherwise) and needs
+matplotlib (pip install "fastjac[plot]").
+
+benchmark your own derivative code: fastjac's functions are plain callables,
+so pytest-benchmark's `benchmark` fixture times them like any other:
+
+  def test_gradient_speed(benchmark):
+      g = benchmark(fastjac.gradient, loss, W)    # times fastjac.gradient(loss, W)
+      assert g.shape == W.shape
+
+  pytest --benchmark-json=mine.json && fastjac bench --from-json mine.json --plot mine.png
 """
 
 
@@ -123,35 +148,78 @@ def _parser():
     b.add_argument("--sizes", default="10,100,1000", help="comma-separated n (default 10,100,1000)")
     b.add_argument("--workloads", default=None,
                    help="comma-separated subset of the workloads (default: all)")
-    b.add_argument("--json", metavar="PATH", help="write the results (pytest-benchmark layout)")
-    b.add_argument("--plot", metavar="PATH.png", help="write a log-log plot of time vs n")
+    b.add_argument("--json", metavar="PATH",
+                   help="write the results as pytest-benchmark JSON (needs pytest-benchmark)")
+    b.add_argument("--plot", metavar="PATH.png",
+                   help="write a PNG, one panel per group: log-log time vs n (bars without n)")
     b.add_argument("--from-json", metavar="PATH",
-                   help="render a pytest-benchmark JSON file instead of running")
+                   help="render any pytest-benchmark JSON file instead of running")
     b.add_argument("--markdown", action="store_true", help="print the table as markdown")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     b.set_defaults(func=_cmd_bench)
     return p
 
 
+# Options whose value may start with "-" (a negative number, "-1,0.5,2").
+# argparse takes "-1,0.5,2" for an option ("expected one argument"); joined
+# as "--x=-1,0.5,2" it is a value, and bad values get the usual messages.
+_SIGNED_OPTIONS = ("--x", "--shape", "--rtol", "--atol", "--seed", "--order", "--sizes",
+                   "--at-scale")
+
+
+def _join_signed_values(argv):
+    out, k = [], 0
+    while k < len(argv):
+        token = argv[k]
+        if token == "--":
+            return out + list(argv[k:])
+        value = argv[k + 1] if k + 1 < len(argv) else None
+        if (token in _SIGNED_OPTIONS and value is not None and value.startswith("-")
+                and not value.startswith("--") and len(value) > 1):
+            out.append(f"{token}={value}")
+            k += 2
+            continue
+        out.append(token)
+        k += 1
+    return out
+
+
+def _silence_stdout():
+    """After EPIPE: point stdout at devnull, so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced, e.g. captured)
+        pass
+
+
 def main(argv=None) -> int:
     """Entry point of the ``fastjac`` console script; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        from . import __version__
-
-        print(f"fastjac {__version__}")
-        return EXIT_OK
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
+    argv = _join_signed_values(sys.argv[1:] if argv is None else list(argv))
     try:
-        return args.func(args)
-    except UsageError as exc:
-        print(f"fastjac {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        args = parser.parse_args(argv)
+        if args.version:
+            from . import __version__
+
+            print(f"fastjac {__version__}")
+            return EXIT_OK
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        try:
+            code = args.func(args)
+        except UsageError as exc:
+            print(f"fastjac {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_PIPE
     except KeyboardInterrupt:
-        print(f"fastjac {args.command}: interrupted", file=sys.stderr)
+        print("fastjac: interrupted", file=sys.stderr)
         return 130
 
 
@@ -262,49 +330,117 @@ def _build_x(args):
     return x
 
 
-def _check_method(args):
-    from .stencils import STENCILS, get_stencil
+# Parameter names in the library's messages -> the flags that set them.
+_FLAGS = {"rtol": "--rtol", "atol": "--atol", "method": "--method", "order": "--order",
+          "expected": "--expected"}
+_FLAG_NAME = re.compile(r"`(%s)`" % "|".join(_FLAGS))
 
-    methods = sorted({m for m, _ in STENCILS})
-    if args.method not in methods:
-        raise UsageError(f"`--method` must be one of {methods}; got {args.method!r}.")
-    try:
-        get_stencil(args.method, args.order)
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("`order`", "`--order`")) from None
+# An attribute set on every exception that leaves the user's code.
+_RAISED_BY = "_fastjac_cli_raised_by"
+
+
+def _watched(fn, role):
+    """``fn``, but each exception leaving it is marked as raised by ``role``.
+
+    The library catches some of f's exceptions (the batching probe) and
+    re-raises others with a note, or wraps them (``raise ... from exc``);
+    the mark tells, after the fact, whether an error came out of the user's
+    code (exit 1) or from the library's validation of an argument (exit 2).
+    """
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            try:
+                setattr(exc, _RAISED_BY, role)
+            except AttributeError:
+                pass
+            raise
+
+    call.__name__ = getattr(fn, "__name__", role)
+    call.__qualname__ = getattr(fn, "__qualname__", call.__name__)
+    call.__doc__ = getattr(fn, "__doc__", None)
+    return call
+
+
+def _raised_by(exc):
+    """``"f"``/``"--expected"`` when ``exc`` (or what it wraps) left the user's code."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        role = getattr(exc, _RAISED_BY, None)
+        if role:
+            return role
+        seen.add(id(exc))
+        exc = exc.__cause__  # an explicit ``raise ... from exc``
+    return None
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _user_error(exc):
     """One line describing an exception raised while evaluating the user's code."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    first = _first_line(exc)
+    line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    # The engine notes where f was evaluated: "fastjac: raised by f (at x itself)".
+    notes = [n for n in getattr(exc, "__notes__", ()) if n.startswith("fastjac: raised by f")]
+    where = notes[0][len("fastjac: raised by f"):].strip() if notes else ""
+    return f"{line} {where}" if where else line
+
+
+def _outcome_of(exc, command):
+    """Exit code for an exception from the library or the user's code, after saying why.
+
+    The user's code raising is a failed check (1); the library rejecting an
+    argument (ValueError, TypeError, or MemoryError before allocating) is a
+    usage error (2).  Anything else is reported as one line with status 1.
+    """
+    role = _raised_by(exc)
+    if role is not None:
+        print(f"fastjac {command}: error: {role} raised {_user_error(exc)}", file=sys.stderr)
+        return EXIT_FAIL
+    if isinstance(exc, (ValueError, TypeError, MemoryError)):
+        raise UsageError(_FLAG_NAME.sub(lambda m: f"`{_FLAGS[m.group(1)]}`", _first_line(exc)))
+    print(f"fastjac {command}: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def _cmd_check(args):
     import numpy as np
 
     x = _build_x(args)
-    _check_method(args)
-    f = _load(args.target, "MODULE:FUNC")
-    expected_fn = None if args.expected is None else _load(args.expected, "--expected")
+    if args.expected is None and (args.rtol is not None or args.atol is not None):
+        raise UsageError("`--rtol` and `--atol` set the tolerance of a comparison: "
+                         "give `--expected` too (without it nothing is compared).")
+    f = _watched(_load(args.target, "MODULE:FUNC"), "f")
+    expected_fn = None if args.expected is None else _watched(_load(args.expected, "--expected"),
+                                                                "--expected")
     opts = {"method": args.method, "order": args.order}
     np.set_printoptions(precision=6, suppress=True, linewidth=100)
     print(f"fastjac check {args.target} at x of shape {x.shape}, dtype {x.dtype}"
           + ("" if args.x_values else f" (random, seed {args.seed})"))
+    sys.stdout.flush()  # before anything reaches stderr
     try:
         if expected_fn is None:
-            return _print_numeric(f, x, opts)
-        expected = np.asarray(expected_fn(x.copy()))
-        return _print_check(f, x, expected, opts, args)
-    except UsageError:
-        raise
+            result = _numeric(f, x, opts)
+        else:
+            from .check import check_jacobian
+
+            result = check_jacobian(f, x, expected_fn(x.copy()), rtol=args.rtol,
+                                    atol=args.atol, **opts)
     except Exception as exc:
-        print(f"fastjac check: error: {_user_error(exc)}", file=sys.stderr)
-        return EXIT_FAIL
+        return _outcome_of(exc, "check")
+    if expected_fn is None:
+        _print_numeric(*result)
+        return EXIT_OK
+    print(result)
+    return EXIT_OK if result.passed else EXIT_FAIL
 
 
-def _print_numeric(f, x, opts):
-    """The numeric Jacobian, with a noise estimate from a doubled step."""
+def _numeric(f, x, opts):
+    """The numeric Jacobian, its info, and a noise estimate from a doubled step."""
     import numpy as np
 
     from .engine import jacobian, jacobian_with_info
@@ -314,7 +450,12 @@ def _print_numeric(f, x, opts):
     # truncation error at h is about |J_h - J_2h| / (2**p - 1) (Richardson),
     # and round-off shows up in the same difference.
     J2 = jacobian(f, x, step=2 * info.step, **opts)
-    noise = np.abs(J - J2) / (2 ** info.stencil.order - 1)
+    return J, info, np.abs(J - J2) / (2 ** info.stencil.order - 1)
+
+
+def _print_numeric(J, info, noise):
+    import numpy as np
+
     print(f"method {info.stencil.method}, order {info.stencil.order}, "
           f"strategy {info.strategy}, {info.nfev} evaluations of f")
     print(f"\nnumeric Jacobian, shape {J.shape}:")
@@ -322,31 +463,6 @@ def _print_numeric(f, x, opts):
     print(f"\nnoise estimate (step doubling): max {noise.max(initial=0.0):.2e}, "
           f"relative to max|J| {noise.max(initial=0.0) / max(np.abs(J).max(initial=0.0), 1e-300):.1e}")
     print("no --expected given: nothing to compare against (exit 0).")
-    return EXIT_OK
-
-
-def _print_check(f, x, expected, opts, args):
-    import numpy as np
-
-    shape = np.shape(f(x.copy())) + x.shape
-    if expected.shape != shape:
-        if expected.size != int(np.prod(shape)):
-            raise UsageError(f"`--expected` returned shape {expected.shape}; the Jacobian of f "
-                             f"at x has shape {shape} (f(x).shape + x.shape).")
-        expected = expected.reshape(shape)  # size-1 axes may differ, as in the notebook
-    try:
-        from .check import check_jacobian
-    except ImportError:
-        check_jacobian = None
-    if check_jacobian is None:  # the checks module is not installed: a plain comparison
-        from ._demo import _internal_verdict
-
-        v = _internal_verdict(f, x, expected, **opts)
-        print(f"verdict: {v.verdict}  (error norm {v.error_norm:.3e}; internal comparison)")
-        return EXIT_OK if v.passed else EXIT_FAIL
-    report = check_jacobian(f, x, expected, rtol=args.rtol, atol=args.atol, **opts)
-    print(report)
-    return EXIT_OK if report.passed else EXIT_FAIL
 
 
 # --- bench ------------------------------------------------------------------
@@ -363,8 +479,13 @@ def _parse_sizes(text, name="--sizes"):
 
 
 def _cmd_bench(args):
-    from . import _bench
+    from ._bench import (JSONFormatError, MissingPytestBenchmark, baseline_of, cpu_of,
+                         have_pytest_benchmark, load_json, plot, run, table, workload_names,
+                         write_json)
 
+    if args.json and not args.from_json and not have_pytest_benchmark():
+        raise UsageError("`--json` writes pytest-benchmark's format and needs pytest-benchmark; "
+                         "install it with pip install pytest-benchmark.")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -376,40 +497,42 @@ def _cmd_bench(args):
             raise UsageError(f"`{flag}`: directory of {path!r} does not exist.")
     if args.from_json:
         try:
-            data = _bench.load_json(args.from_json)
-        except _bench.JSONFormatError as exc:
+            data = load_json(args.from_json)
+        except JSONFormatError as exc:
             raise UsageError(f"`--from-json`: {exc}.") from None
     else:
         sizes = _parse_sizes(args.sizes)
         workloads = None
         if args.workloads:
             workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-            bad = [w for w in workloads if w not in _bench.workload_names()]
+            bad = [w for w in workloads if w not in workload_names()]
             if bad:
-                raise UsageError(f"`--workloads` must be among {_bench.workload_names()}; "
+                raise UsageError(f"`--workloads` must be among {workload_names()}; "
                                  f"got {bad}.")
-        data = _bench.run(sizes, workloads=workloads, quick=args.quick, seed=args.seed)
+        data = run(sizes, workloads=workloads, quick=args.quick, seed=args.seed)
     label = "quick run" if (data.get("fastjac_bench") or {}).get("quick") else "median times"
-    print(f"fastjac bench ({label}) on {_bench.cpu_of(data)}; speedup = loop time / time")
-    print(_bench.table(data, markdown=args.markdown))
+    base = baseline_of(data)
+    base_text = "loop" if base == "reference-loop" else base
+    print(f"fastjac bench ({label}) on {cpu_of(data)}"
+          + (f"; speedup = {base_text} time / time" if base else ""))
+    print(table(data, markdown=args.markdown))
     if args.json:
-        import json
-
         try:
-            with open(args.json, "w") as fh:
-                json.dump(data, fh, indent=1)
+            write_json(data, args.json)
         except OSError as exc:
             raise UsageError(f"`--json`: cannot write {args.json!r}: {exc.strerror}.") from None
+        except (JSONFormatError, MissingPytestBenchmark) as exc:
+            raise UsageError(f"`--json`: {exc}.") from None
         print(f"wrote {args.json}")
     if args.plot:
         try:
-            _bench.plot(data, args.plot)
-        except _bench.JSONFormatError as exc:
+            plot(data, args.plot)
+        except JSONFormatError as exc:
             raise UsageError(f"`--plot`: {exc}.") from None
         print(f"wrote {args.plot}")
     bad = [b["name"] for b in data["benchmarks"]
            if (b.get("extra_info") or {}).get("correct") is False]
     if bad:
-        print(f"fastjac bench: results disagree with the loop in {bad}", file=sys.stderr)
+        print(f"fastjac bench: results disagree with the exact Jacobian in {bad}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
