@@ -435,3 +435,13 @@ def test_boolean_output_is_differentiated_as_zero_one(vectorized):
     J = fastjac.jacobian(lambda v: v > 0, np.array([-1.0, 2.0]), vectorized=vectorized)
     assert J.dtype == np.float64
     np.testing.assert_array_equal(J, np.zeros((2, 2)))
+
+
+def test_plans_of_ufuncs_and_builtins_are_kept():
+    """np.tanh cannot be weakly referenced: its plan must still be reused (no
+    probe on every call, which made a warm call several times the loop)."""
+    x = np.linspace(-1, 1, 10)
+    _, first = jacobian_with_info(np.tanh, x)
+    _, again = jacobian_with_info(np.tanh, x)
+    assert again.nfev == 1 + 2 * x.size < first.nfev or first.nfev == again.nfev == 1 + 2 * x.size
+    assert again.strategy == "vectorized"

@@ -25,27 +25,50 @@ def _target(f):
 
 
 class FunctionMemo:
-    """``memo.get(f, key)`` / ``memo.set(f, key, value)``, weak in ``f``."""
+    """``memo.get(f, key)`` / ``memo.set(f, key, value)``, weak in ``f``.
 
-    def __init__(self):
+    Callables that cannot be weakly referenced (numpy ufuncs such as
+    ``np.tanh``, builtins) are kept in a small table of strong references,
+    least recently used first out: they are module-level singletons, which a
+    strong reference does not keep alive any longer than they live anyway.
+    """
+
+    def __init__(self, strong=256):
         self._table = weakref.WeakKeyDictionary()
+        self._strong: OrderedDict = OrderedDict()
+        self._strong_size = strong
 
     def get(self, f, key):
         owner, sub = _target(f)
         try:
             return self._table.get(owner, {}).get((sub, key))
-        except TypeError:  # not weak-referenceable (or unhashable)
+        except TypeError:  # not weak-referenceable
+            pass
+        try:
+            got = self._strong.get((owner, sub, key))
+        except TypeError:  # unhashable
             return None
+        if got is not None:
+            self._strong.move_to_end((owner, sub, key))
+        return got
 
     def set(self, f, key, value) -> None:
         owner, sub = _target(f)
         try:
             self._table.setdefault(owner, {})[(sub, key)] = value
+            return
         except TypeError:
             pass
+        try:
+            self._strong[(owner, sub, key)] = value
+        except TypeError:
+            return
+        while len(self._strong) > self._strong_size:
+            self._strong.popitem(last=False)
 
     def clear(self) -> None:
         self._table.clear()
+        self._strong.clear()
 
 
 def code_of(f):

@@ -73,16 +73,18 @@ def absolute_step(x: np.ndarray, stencil: Stencil, eps: float, step=None) -> np.
     """
     dtype = x.dtype
     if step is None:
-        h = relative_step(stencil, eps) * np.maximum(1.0, np.abs(x))
+        h = np.abs(x)
+        np.maximum(h, 1.0, out=h)
+        h *= dtype.type(relative_step(stencil, eps))
     else:
-        h = np.abs(np.broadcast_to(np.asarray(step, dtype=np.float64), x.shape))
-    h = h.astype(dtype, copy=True)
+        h = np.abs(np.broadcast_to(np.asarray(step, dtype=np.float64), x.shape)).astype(dtype)
     if stencil.complex_step:
         # x + i h is exact, so there is nothing to round.
         return h
     largest = max(abs(c) for c in stencil.offsets)
     with np.errstate(over="ignore", invalid="ignore"):
-        taken = (x + h) - x
+        taken = np.add(x, h, out=h)
+        taken -= x
     # A step below x's spacing rounds to zero; fall back to one ulp * largest offset.
     tiny = taken <= 0
     if np.any(tiny):

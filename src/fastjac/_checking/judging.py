@@ -83,13 +83,18 @@ def first_pass(problem):
             codes = np.zeros((R, K), dtype=np.int8)
             ratio = np.zeros(K)
         bad = ~ok
-        codes[:, sl][bad] = _FLAG
         finite = np.isfinite(q) & np.isfinite(e)
-        codes[:, sl][bad & ~finite] = STATUS_CODES["nan"]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            r = np.where(bad & finite, err / (tol + T.NOISE_FACTOR * problem.roundoff(
-                slice(None), sl, q) + 1e-300), 0.0)
-        ratio[sl] = np.max(r, axis=0)
+            allowed = tol + T.NOISE_FACTOR * problem.roundoff(slice(None), sl, q)
+            # Within the round-off of the first estimate: nothing a second look at a
+            # smaller step (with more round-off) could settle.
+            within = bad & finite & (err <= allowed)
+            r = np.where(bad & finite, err / (allowed + 1e-300), 0.0)
+        block = codes[:, sl]
+        block[bad] = _FLAG
+        block[within] = STATUS_CODES["noise"]
+        block[bad & ~finite] = STATUS_CODES["nan"]
+        ratio[sl] = np.max(np.where(within, 0.0, r), axis=0)
     return codes, ratio
 
 
@@ -100,6 +105,10 @@ def judge(problem) -> Judgement:
         counts["ok"] = problem.R * problem.K
         return Judgement(None, counts, "pass")
     j = Judgement(codes, {}, "fail")
+    if np.any(codes == STATUS_CODES["noise"]):
+        j.notes.append("some entries differ by more than the tolerance but by less than the "
+                       "first estimate's round-off (f's value is large next to its "
+                       "derivative there): finite-difference noise.")
     flagged_cols = np.flatnonzero(np.any(codes == _FLAG, axis=0))
     order = flagged_cols[np.argsort(-ratio[flagged_cols], kind="stable")]
     _review(problem, j, order[:REVIEW_COLUMNS])

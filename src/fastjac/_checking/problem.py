@@ -126,11 +126,12 @@ class Problem:
         return atol + self.rtol * np.asarray(base, dtype=np.float64)
 
     def fscale(self):
-        """Scale of each row's values, for their round-off: ``max(|f_i|, rms f)``
-        per output, contracted with ``|C|`` for contracted rows."""
-        fx = np.abs(self.prep.fx.reshape(-1).astype(np.float64))
-        rms = float(np.sqrt(np.mean(fx ** 2))) if fx.size else 0.0
-        scale = np.maximum(fx, rms)
+        """Scale of each row's values, for their round-off: ``|f_i(x)|`` per
+        output, contracted with ``|C|`` for contracted rows.  (Each output's own
+        size: a scale shared by all outputs would let a large output's round-off
+        hide a small output's bug.  Where values near x are larger than at x,
+        the second opinion's window supplies the scale.)"""
+        scale = np.abs(self.prep.fx.reshape(-1).astype(np.float64))
         return scale if self.contract is None else np.abs(self.contract) @ scale
 
     def roundoff(self, rows, cols, numeric=None):

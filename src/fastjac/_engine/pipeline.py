@@ -24,7 +24,7 @@ from .memory import DEFAULT_CHUNK_BYTES, block_size, guard_result, point_block_s
 from .parallel import BlockJob, is_thread_like, map_blocks
 from .plan import Prepared, remember_decision
 from .probe import FORCED, fallback_strategy, probe, verify_points
-from .strategies import STRATEGIES, BatchShapeError, call_single
+from .strategies import POINTWISE_ROW_BYTES, STRATEGIES, BatchShapeError, call_single
 
 __all__ = ["run", "RunStats", "values", "dense_jacobian", "make_info", "offsets_of",
            "progress_bar"]
@@ -135,7 +135,9 @@ def _blocks(prep, source, count, S, tune):
     itemsize = np.dtype(prep.task.stack_dtype).itemsize
     b = block_size(S, n, m, itemsize, prep.max_memory)
     strategy = prep.plan.strategy
-    if strategy is not None and not STRATEGIES[strategy].batched:
+    pointwise = strategy is not None and (not STRATEGIES[strategy].batched
+                                          or n * itemsize >= POINTWISE_ROW_BYTES)
+    if pointwise:
         bp = point_block_size(S, count, m, prep.dtype.itemsize, prep.max_memory, b)
         return source(bp), bp
     if tune is not None and prep.executor is None and count >= MIN_BLOCKS_TO_TUNE * b:

@@ -36,11 +36,16 @@ from .buffers import call_nested, enter_nested, fill_stack, leave_nested, readon
 from .directions import DenseDirections
 
 __all__ = ["Task", "Strategy", "STRATEGIES", "as_output", "call_f", "is_readonly_rejection",
-           "modified_input_error", "BatchShapeError"]
+           "modified_input_error", "BatchShapeError", "POINTWISE_ROW_BYTES"]
 
 # One lock per process: an f that reuses its output buffer is called (and
 # its result copied) by one thread at a time.
 _F_LOCK = threading.RLock()
+
+#: Points at least this large (bytes) are evaluated one at a time even when f
+#: batches (see Task.evaluate): ``benchmarks/bench_check.py`` measures a loss
+#: of 1e5 parameters.
+POINTWISE_ROW_BYTES = 1 << 18
 
 
 class BatchShapeError(ValueError):
@@ -145,7 +150,14 @@ class Task:
         return self.x0.dtype
 
     def evaluate(self, block, offsets, center=False):
-        return STRATEGIES[self.strategy].evaluate(self, block, offsets, center)
+        strategy = STRATEGIES[self.strategy]
+        if strategy.batched and self.n * np.dtype(self.stack_dtype).itemsize >= POINTWISE_ROW_BYTES:
+            # Points this large cost more to stack than to visit: a stack writes
+            # every row before f reads it, while one buffer changed in place (a
+            # coordinate) or refilled in one pass (a direction) is read by f alone.
+            # The probe verified that f gives the same values point by point.
+            return evaluate_loop(self, block, offsets, center)
+        return strategy.evaluate(self, block, offsets, center)
 
     def call(self, arr, where):
         """``f(arr)`` with ``arr`` read-only, or a verified writable copy if f needs one."""
@@ -301,7 +313,9 @@ def evaluate_loop(task, block, offsets, center=False):
     F = stack_buffer((S * b + 1) * m * task.out_dtype.itemsize, task.out_dtype, "loop")
     F = F[:(S * b + 1) * m].reshape(S * b + 1, m)
     Fv = F[:S * b].reshape((S, b) + out_shape)
-    xbuf = task.x0.astype(task.stack_dtype, copy=True)
+    # The point, in a pooled buffer (a fresh copy of a large x page-faults).
+    xbuf = stack_buffer(task.n * np.dtype(task.stack_dtype).itemsize, task.stack_dtype, "point")
+    xbuf[...] = task.x0
     view = readonly(xbuf).reshape(task.x_shape)
     x0 = task.x0
     coordinate = not isinstance(block, DenseDirections) and block.is_coordinate
@@ -309,8 +323,10 @@ def evaluate_loop(task, block, offsets, center=False):
         # Every perturbed value of the block at once, as Python scalars: the
         # per-point work is then one item assignment and one call of f.
         cols = block.indices.tolist()
-        moved = (x0[block.indices][None, :]
-                 + np.asarray(offsets)[:, None] * block.steps[None, :]).astype(task.stack_dtype)
+        typ = np.dtype(task.stack_dtype).type
+        # Rounded exactly as the stack rounds x0 + c h (in the stack's dtype).
+        moved = (x0[block.indices][None, :].astype(task.stack_dtype)
+                 + block.steps[None, :] * np.array([typ(c) for c in offsets])[:, None])
         moved, originals = moved.tolist(), x0[block.indices].tolist()
     f = task.f
     fast = not (task.writable or task.serialize)
@@ -332,13 +348,24 @@ def evaluate_loop(task, block, offsets, center=False):
                 xbuf[j] = originals[i]
                 continue
             if isinstance(block, DenseDirections):
-                idx, steps = slice(None), block.V[i]
-            else:
-                lo, hi = block.indptr[i], block.indptr[i + 1]
-                idx, steps = block.indices[lo:hi], block.steps[lo:hi]
+                row = block.V[i]
+                for s, c in enumerate(offsets):
+                    # One pass, rounded as the stack rounds x0 + c d.
+                    if c == 1:
+                        np.add(x0, row, out=xbuf)
+                    elif c == -1:
+                        np.subtract(x0, row, out=xbuf)
+                    else:
+                        np.add(x0, row * xbuf.dtype.type(c), out=xbuf)
+                    y = f(view) if fast else _careful_call(task, xbuf, block, i, c)
+                    Fv[s, i] = _point_output(task, y, block, i, c)
+                xbuf[...] = x0
+                continue
+            lo, hi = block.indptr[i], block.indptr[i + 1]
+            idx, steps = block.indices[lo:hi], block.steps[lo:hi]
             base = x0[idx]
             for s, c in enumerate(offsets):
-                xbuf[idx] = base + c * steps
+                xbuf[idx] = base + steps * xbuf.dtype.type(c)
                 y = f(view) if fast else _careful_call(task, xbuf, block, i, c)
                 Fv[s, i] = _point_output(task, y, block, i, c)
             xbuf[idx] = base
