@@ -19,7 +19,7 @@ from .fastpath import lookup as fast_lookup, remember as fast_remember
 from .directions import (CoordinateBlocks, DenseDirections, SparseDirections, coordinate_block,
                          coordinate_source, dense_source)
 from .info import JacobianInfo
-from .memory import DEFAULT_CHUNK_BYTES, available_memory, block_size, guard_result
+from .memory import DEFAULT_CHUNK_BYTES, available_memory, block_size, chunk_policy, guard_result
 from .parallel import loopback_cluster, numba_threading_layer
 from .pipeline import RunStats, dense_jacobian, make_info, offsets_of, run, values
 from .plan import Plan, Prepared, check_callable, check_executor, check_step, prepare
@@ -32,5 +32,5 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES", "available_memory", "block_size", "guard_result", "loopback_cluster",
     "numba_threading_layer", "RunStats", "dense_jacobian", "make_info", "offsets_of", "run",
     "values", "Plan", "Prepared", "check_callable", "check_executor", "check_step", "prepare",
-    "readonly", "STRATEGIES", "as_output", "fast_lookup", "fast_remember",
+    "readonly", "STRATEGIES", "as_output", "fast_lookup", "fast_remember", "chunk_policy",
 ]

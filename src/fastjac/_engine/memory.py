@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "available_memory", "guard_result", "block_size",
-           "point_block_size", "gib"]
+           "point_block_size", "gib", "chunk_policy", "chunk_bytes", "tuning"]
 
 #: Bytes of one chunk (perturbation stack plus f's output for it) to start
 #: from.  ``benchmarks/bench_chunking.py`` found no single best size (64 KiB
@@ -13,6 +14,29 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "available_memory", "guard_result", "block_siz
 #: from the heap instead of being mapped and page-faulted on every call; long
 #: runs tune upwards from it by measurement (``.chunking``), to at most 4 MiB.
 DEFAULT_CHUNK_BYTES = 1 << 18
+
+_POLICY = {"bytes": None, "tune": True}
+
+
+@contextmanager
+def chunk_policy(nbytes=None, tune=True):
+    """Within the block: chunks of ``nbytes`` (default :data:`DEFAULT_CHUNK_BYTES`),
+    tuned by measurement or not.  For benchmarks that compare fixed sizes."""
+    saved = dict(_POLICY)
+    _POLICY.update(bytes=nbytes, tune=tune)
+    try:
+        yield
+    finally:
+        _POLICY.update(saved)
+
+
+def chunk_bytes() -> int:
+    return _POLICY["bytes"] or DEFAULT_CHUNK_BYTES
+
+
+def tuning() -> bool:
+    return bool(_POLICY["tune"])
+
 
 # Reading /proc/meminfo costs ~30 us, so only results above this are checked.
 _LARGE_RESULT = 256 << 20
@@ -59,8 +83,8 @@ def guard_result(result_bytes, j_shape, structured=False) -> None:
 def block_size(S, n, m, itemsize, max_memory, chunk_bytes=None) -> int:
     """Directions per batched block: the stack (``S`` points per direction) plus f's output."""
     per_direction = S * (n + m) * itemsize
-    chunk_bytes = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    budget = chunk_bytes if max_memory is None else min(max_memory, chunk_bytes)
+    nbytes = (_POLICY["bytes"] or DEFAULT_CHUNK_BYTES) if chunk_bytes is None else chunk_bytes
+    budget = nbytes if max_memory is None else min(max_memory, nbytes)
     if max_memory is not None and per_direction > max_memory:
         raise MemoryError(
             f"`max_memory`={max_memory} bytes is smaller than the stack of one direction "
@@ -75,7 +99,7 @@ def point_block_size(S, count, m, itemsize, max_memory, batched) -> int:
     Such paths hold no stack, only f's outputs ``(S, b, m)``: larger blocks
     cut the per-block overhead (1 MiB of outputs, cache-sized).
     """
-    b = max(batched, min(count, (4 * DEFAULT_CHUNK_BYTES) // max(1, S * m * itemsize)))
+    b = max(batched, min(count, (4 * chunk_bytes()) // max(1, S * m * itemsize)))
     if max_memory is not None:
         b = max(1, min(b, max_memory // max(1, S * m * itemsize)))
     return max(1, b)

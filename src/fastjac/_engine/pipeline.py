@@ -20,7 +20,7 @@ from .chunking import MIN_BLOCKS_TO_TUNE, TRIAL_FACTORS, TunedBlocks
 from .combine import combine, split_weights
 from .directions import coordinate_source
 from .info import JacobianInfo
-from .memory import DEFAULT_CHUNK_BYTES, block_size, guard_result, point_block_size
+from .memory import block_size, chunk_bytes, guard_result, point_block_size, tuning
 from .parallel import BlockJob, is_thread_like, map_blocks
 from .plan import Prepared, remember_decision
 from .probe import FORCED, fallback_strategy, probe, verify_points
@@ -140,10 +140,10 @@ def _blocks(prep, source, count, S, tune):
     if pointwise:
         bp = point_block_size(S, count, m, prep.dtype.itemsize, prep.max_memory, b)
         return source(bp), bp
-    if tune is not None and prep.executor is None and count >= MIN_BLOCKS_TO_TUNE * b:
+    if tune is not None and tuning() and prep.executor is None and count >= MIN_BLOCKS_TO_TUNE * b:
         # Long in-process run: the chunk size is tuned on the first blocks.
         largest = block_size(S, n, m, itemsize, prep.max_memory,
-                             TRIAL_FACTORS[-1] * DEFAULT_CHUNK_BYTES)
+                             TRIAL_FACTORS[-1] * chunk_bytes())
         tuned = TunedBlocks(tune, b, largest, prep.f,
                             (n, m, np.dtype(prep.task.stack_dtype).str, S))
         return tuned, b
