@@ -25,6 +25,8 @@ from .._memo import FunctionMemo
 from ..steps import relative_step
 from .buffers import readonly
 from .combine import combine, split_weights
+from .directions import SparseDirections
+from .strategies import Task, evaluate_loop
 
 __all__ = ["FastPath", "FAST_MAX_BYTES", "lookup", "remember"]
 
@@ -44,7 +46,8 @@ class FastPath:
         The layout of ``x`` this path serves.
     out_shape, out_dtype :
         What ``f`` returned per point when the plan was made.
-    layout : {'leading', 'trailing'}
+    layout : {'leading', 'trailing', 'points'}
+        How ``f`` batches (``'points'``: it does not; the loop strategy).
     offsets : tuple of float
         The stencil's nonzero offsets.
     W, centers :
@@ -56,7 +59,7 @@ class FastPath:
     """
 
     def __init__(self, f, x_shape, dtype, out_shape, out_dtype, layout, offsets, W, centers,
-                 rel, center=False):
+                 rel, center=False, result_dtype=np.float64):
         n = int(np.prod(x_shape, dtype=np.int64))
         S = len(offsets)
         rows = S * n + bool(center)
@@ -68,15 +71,24 @@ class FastPath:
         # The central difference's form in .combine: one subtraction, one weight.
         self.central = S == 2 and W.shape[0] == 1 and W[0, 0] == -W[0, 1] and centers[0] == 0
         self.w1 = np.dtype(dtype).type(W[0, 1]) if self.central else None
-        shape = (rows, n) if layout == "leading" else (n, rows)
-        self.stack = np.empty(shape, dtype=self.dtype)
-        flat = self.stack.reshape(-1)
-        # The entries offset s moves: (s*n + j, j) in leading, (j, s*n + j) in trailing.
-        if layout == "leading":
+        if layout == "points":
+            # f takes one point at a time: the loop strategy's own code, on a
+            # block of every coordinate prepared once.
+            self.task = Task(f, np.empty(n, self.dtype), self.x_shape, self.out_shape,
+                             np.dtype(result_dtype), strategy="loop")
+            self.indices = np.arange(n)
+            self.indptr = np.arange(n + 1)
+        elif layout == "leading":
+            shape = (rows, n)
+            self.stack = np.empty(shape, dtype=self.dtype)
+            flat = self.stack.reshape(-1)
+            # The entries offset s moves: (s*n + j, j) in leading, (j, s*n + j) in trailing.
             self.moved = [flat[s * n * n::n + 1][:n] for s in range(S)]
             self.batch = readonly(self.stack).reshape((rows,) + self.x_shape)
             self.want = (rows,) + self.out_shape
         else:
+            self.stack = np.empty((n, rows), dtype=self.dtype)
+            flat = self.stack.reshape(-1)
             self.moved = [flat[s * n::rows + 1][:n] for s in range(S)]
             self.batch = readonly(self.stack).reshape(self.x_shape + (rows,))
             self.want = self.out_shape + (rows,)
@@ -101,6 +113,8 @@ class FastPath:
         h *= self.rel
         taken = xf + h            # the step actually taken, (x + h) - x
         taken -= xf
+        if self.layout == "points":
+            return self._points(xf, taken)
         stack = self.stack
         stack[...] = xf if self.layout == "leading" else xf[:, None]
         for view, c in zip(self.moved, self.offsets):
@@ -129,6 +143,23 @@ class FastPath:
             Y2 = Y.reshape(m, self.rows)
             F = Y2[:, :S * n].reshape(m, S, n).transpose(1, 2, 0)
             center = Y2[:, -1].copy() if self.center else None
+        return self._combined(F, center, taken)
+
+    def _points(self, xf, taken):
+        task = self.task
+        task.x0 = xf
+        block = SparseDirections(self.indptr, self.indices, taken, self.indices, 0)
+        self.busy = True
+        try:
+            F, center = evaluate_loop(task, block, self.offsets, self.center)
+        except (TypeError, ValueError):
+            return None  # f changed (another shape or dtype): the general path re-plans
+        finally:
+            self.busy = False
+            task.x0 = None
+        return self._combined(F, None if center is None else center.copy(), taken)
+
+    def _combined(self, F, center, taken):
         # The pipeline's own combination and scaling, so the result is bitwise
         # the general path's: D = F1 - F0, times the weight, times 1/h.
         if self.central:
@@ -163,7 +194,7 @@ def remember(prep, method, order, center=False):
     """Keep a fast path for the plan of a single-block in-process dense run."""
     task, plan = prep.task, prep.plan
     strategy = plan.strategy
-    if (strategy not in ("vectorized", "vectorized-trailing") or prep.executor is not None
+    if (strategy not in ("vectorized", "vectorized-trailing", "loop") or prep.executor is not None
             or prep.max_memory is not None or prep.spec is not None or task.writable
             or task.serialize or prep.stencil.complex_step or prep.x0.dtype.kind != "f"):
         return
@@ -174,8 +205,9 @@ def remember(prep, method, order, center=False):
     W, centers = split_weights(prep.stencil.offsets, [prep.stencil.weights])
     if any(centers):
         return  # one-sided stencils need f(x)
-    layout = "leading" if strategy == "vectorized" else "trailing"
+    layout = {"vectorized": "leading", "vectorized-trailing": "trailing", "loop": "points"}[strategy]
     fp = FastPath(task.f, prep.x_shape, prep.x0.dtype, prep.out_shape, np.dtype(plan.out_dtype),
-                  layout, offsets, W, centers, relative_step(prep.stencil, prep.eps), center)
+                  layout, offsets, W, centers, relative_step(prep.stencil, prep.eps), center,
+                  prep.dtype)
     x_proxy = np.empty(prep.x_shape, prep.x0.dtype)
     _FAST.set(prep.f, fast_key(x_proxy, method, order, prep.vectorized, center), fp)

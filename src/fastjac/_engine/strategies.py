@@ -285,6 +285,8 @@ def _where_point(task, block, i, c):
 
 def _point_output(task, y, block, i, c):
     """``y`` as a real array of f(x)'s shape, or a clear error naming the point."""
+    if not task.complex_step and task.out_shape == () and isinstance(y, (float, np.floating)):
+        return y  # a scalar loss: nothing to check
     if type(y) is not np.ndarray or y.shape != tuple(task.out_shape) or y.dtype.kind not in "fiub":
         y = as_output(y, task.out_shape, _where_point(task, block, i, c),
                       complex_ok=task.complex_step)
