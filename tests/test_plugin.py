@@ -94,3 +94,45 @@ def test_plugin_self_import_time_is_small():
     self_us = int(line.split("|")[0].split(":")[1])
     # Its own body is a few function definitions: well under 50 ms even on a loaded CI box.
     assert self_us < 50_000
+
+
+WRONG_FACTOR = """
+import numpy as np
+import fastjac
+
+def test_factor(jacobian_check):
+    x = np.linspace(0.1, 1.0, 4)
+    jacobian_check.jacobian(np.sin, x, 3 * np.diag(np.cos(x)))
+
+def test_plain_assert():
+    x = np.linspace(0.1, 1.0, 4)
+    fastjac.assert_grad(lambda v: np.sum(v ** 2), x, -2 * x)
+
+def test_layer(jacobian_check):
+    def forward(X, W):
+        return X @ W, (X, W)
+    def backward(dout, cache):
+        X, W = cache
+        return dout @ W.T, 2 * X.T @ dout   # wrong: a stray factor 2
+    X, W = np.arange(12.0).reshape(4, 3) / 7, np.arange(9.0).reshape(3, 3)
+    jacobian_check.backward(forward, backward, X, W, names=("X", "W"))
+"""
+
+
+def test_failures_show_the_verdict_and_diagnosis_first_and_hide_fastjac_frames(pytester,
+                                                                               monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # room for the short summary's message
+    pytester.makepyfile(WRONG_FACTOR)
+    result = pytester.runpytest("-rf")
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    # The assertion's first line (and so pytest's short summary): verdict and diagnosis.
+    result.stdout.fnmatch_lines([
+        "FAILED *test_factor - AssertionError: fastjac jacobian check: FAIL (verdict: fail): "
+        "a missing or extra factor 3*",
+        "FAILED *test_plain_assert - AssertionError: fastjac grad/full check: FAIL (verdict: "
+        "fail): a sign flip*",
+        "FAILED *test_layer - AssertionError: fastjac backward check: FAIL (verdict: fail)*"])
+    assert "x['W']" in out
+    # fastjac's own frames are hidden: the traceback shows the test's lines only.
+    assert "fastjac/check.py" not in out and "pytest_plugin.py" not in out

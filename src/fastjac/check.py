@@ -136,14 +136,14 @@ def _report_split(prep, lead):
 
 
 def _judge_and_report(st, problem, center, batched, *, full_mode, shape, split, expected_of=None,
-                      blocks=None):
+                      blocks=None, dense_rows=0):
     bad = determinism_failure(st, center, batched)
     if bad:
         return early(st, "non-deterministic", st.prep.fx, bad)
     j = judge(problem)
     found = []
     if not full_mode and j.codes is not None and expected_of is not None:
-        found = _localize(st, problem, j, expected_of, blocks)
+        found = _localize(st, problem, j, expected_of, blocks, dense_rows)
     if j.verdict == "nan":
         exp = np.asarray(problem.expected, dtype=np.float64)
         if not np.all(np.isfinite(exp)):
@@ -155,8 +155,14 @@ def _judge_and_report(st, problem, center, batched, *, full_mode, shape, split, 
                   step=None if full_mode else problem.directions.step)
 
 
-def _localize(st, problem, j, expected_of, blocks):
-    """Culprits of the worst failing direction (dense columns only)."""
+def _localize(st, problem, j, expected_of, blocks, dense_rows=0):
+    """Culprits of the worst failing direction (dense columns only).
+
+    With cotangents (``check_vjp`` of many outputs), the rows from
+    ``dense_rows`` on are random cotangents over every output: the worst of
+    those is localised first (its first split names the wrong input), then the
+    worst of the sampled outputs (which names an entry).
+    """
     s = len(problem.directions.index)
     bug = STATUS_CODES["bug"]
     dense = j.codes[:, s:] == bug
@@ -165,12 +171,19 @@ def _localize(st, problem, j, expected_of, blocks):
     rows, cols = np.nonzero(dense)
     cols = cols + s
     gap = np.abs(problem.expected[rows, cols] - problem.numeric[rows, cols])
-    i = int(np.argmax(gap / problem.tolerance(rows, cols)))
-    r, c = int(rows[i]), int(cols[i])
-    delta = float(problem.expected[r, c] - j.second.get((r, c), problem.numeric[r, c]))
+    ratio = gap / problem.tolerance(rows, cols)
+    groups = [rows >= dense_rows, rows < dense_rows] if dense_rows else [rows >= 0]
     h = st.prep.steps(st.step)
-    found = localize(problem, r, c, delta, expected_of, h, blocks=blocks)
-    return [_culprit(problem, found)]
+    out = []
+    for group in groups:
+        if not group.any():
+            continue
+        i = int(np.flatnonzero(group)[np.argmax(ratio[group])])
+        r, c = int(rows[i]), int(cols[i])
+        delta = float(problem.expected[r, c] - j.second.get((r, c), problem.numeric[r, c]))
+        found = localize(problem, r, c, delta, expected_of, h, blocks=blocks)
+        out.append(_culprit(problem, found))
+    return out
 
 
 def _culprit(problem, found):
@@ -179,6 +192,16 @@ def _culprit(problem, found):
 
     label = problem.coord_label or problem.in_label
     first, last = label(int(found.group[0])), label(int(found.group[-1]))
+    spec = problem.prep.spec
+    if (found.spread or len(found.group) != 1) and spec is not None:
+        for key, (a, b) in zip(spec.keys, spec.bounds):
+            if found.group[0] >= a and found.group[-1] < b:
+                name = f"x[{key!r}]" if spec.kind == "dict" else f"x[{key}]"
+                whole = len(found.group) == b - a
+                return Diagnosis("input", f"the wrong input is {name}" + (
+                    "" if not whole else ": its derivative is wrong throughout"),
+                    f"splitting a failing direction's support by input, only {name}'s part "
+                    f"carries the mismatch ({found.evaluations} evaluations)")
     if found.spread or len(found.group) != 1:
         where = Mismatch(problem.out_label(found.r), first, 0, 0, 0, 0, 0, 0, "bug").where
         return Diagnosis("spread", f"the mismatch is spread over {len(found.group)} coordinates "
@@ -192,7 +215,7 @@ def _culprit(problem, found):
 
 
 def _run(st, E2, *, mode, seed, samples, directions, full_max, x, f, kind_full, kind_dir,
-         contract=None, expected_of=None, out_label=None, expected_cols=None):
+         contract=None, expected_of=None, out_label=None, expected_cols=None, dense_rows=0):
     """The shared body of the checks: choose the mode, measure, judge, report."""
     prep = st.prep
     n = prep.n
@@ -233,7 +256,8 @@ def _run(st, E2, *, mode, seed, samples, directions, full_max, x, f, kind_full, 
     blocks = list(spec.bounds) if spec is not None else None
     shape = lead + (problem.K,)
     return _judge_and_report(st, problem, center, batched, full_mode=False, shape=shape,
-                             split=None, expected_of=expected_of, blocks=blocks)
+                             split=None, expected_of=expected_of, blocks=blocks,
+                             dense_rows=dense_rows)
 
 
 def _validate_counts(samples, directions, full_max, seed):
@@ -593,7 +617,7 @@ def _vjp_check(st, vjp_fn, *, directions, seed, samples, x, f, kind):
 
     return _run(st, A, mode="sampled+directional", seed=rng, samples=samples,
                 directions=directions, full_max=JACOBIAN_FULL_MAX, x=x, f=f, kind_full=kind,
-                kind_dir=kind, contract=U, out_label=row_label)
+                kind_dir=kind, contract=U, out_label=row_label, dense_rows=len(outs))
 
 
 def check_vjp(f, x, vjp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=None,

@@ -20,6 +20,11 @@ Example::
     def test_sigmoid(jacobian_check):
         jacobian_check.jacobian(sigmoid, z, np.diag(a * (1 - a)))
         jacobian_check.grad(loss, W, dW)
+        jacobian_check.backward(layer_forward, layer_backward, X, W, b)
+
+On failure the ``AssertionError``'s first line is the verdict and the
+diagnosis (what pytest's short summary shows), and fastjac's own frames are
+hidden from the traceback.
 """
 from __future__ import annotations
 
@@ -76,24 +81,36 @@ class JacobianChecker:
         return report
 
     def jacobian(self, f, x, expected, **kwargs):
+        __tracebackhide__ = True  # a failure points at the test's line, not fastjac's
         from fastjac.check import assert_jacobian
 
-        return self._record(assert_jacobian(f, x, expected, **self._options(kwargs, False)))
+        return self._record(assert_jacobian(f, x, expected, **self._options(kwargs, True)))
 
     def grad(self, f, x, grad, **kwargs):
+        __tracebackhide__ = True
         from fastjac.check import assert_grad
 
         return self._record(assert_grad(f, x, grad, **self._options(kwargs, True)))
 
     def vjp(self, f, x, vjp_fn, **kwargs):
+        __tracebackhide__ = True
         from fastjac.check import assert_vjp
 
         return self._record(assert_vjp(f, x, vjp_fn, **self._options(kwargs, True)))
 
     def jvp(self, f, x, jvp_fn, **kwargs):
+        __tracebackhide__ = True
         from fastjac.check import assert_jvp
 
         return self._record(assert_jvp(f, x, jvp_fn, **self._options(kwargs, True)))
+
+    def backward(self, forward, backward, *inputs, **kwargs):
+        """:func:`fastjac.check_backward` of a layer's forward/backward pair."""
+        __tracebackhide__ = True
+        from fastjac.check import assert_backward
+
+        return self._record(assert_backward(forward, backward, *inputs,
+                                            **self._options(kwargs, True)))
 
 
 @pytest.fixture

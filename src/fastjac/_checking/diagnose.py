@@ -104,6 +104,19 @@ def _swapped(E2, N2, spec, rtol, atol, bugs):
     return None
 
 
+def _one_input(cols, spec, coord_label):
+    """All wrong entries in one input of a tuple/dict x: name it."""
+    if spec is None or len(spec.shapes) < 2 or not len(cols):
+        return None
+    for key, (a, b) in zip(spec.keys, spec.bounds):
+        if np.all((cols >= a) & (cols < b)):
+            others = [_key(spec, k) for k in spec.keys if k != key]
+            return Diagnosis("input", f"only the derivative w.r.t. {_key(spec, key)} is wrong",
+                             f"all {len(cols)} wrong entries are in its block; those of "
+                             f"{', '.join(others)} pass")
+    return None
+
+
 def _key(spec, k):
     return f"x[{k!r}]" if spec.kind == "dict" else f"x[{k}]"
 
@@ -154,18 +167,19 @@ def diagnose(problem, judgement, *, full=False, x_shape=(), out_shape=(), spec=N
                      lambda: full and _swapped(np.asarray(problem.expected, np.float64),
                                                problem.numeric, spec, max(rtol, 1e-6), atol,
                                                codes == _BUG),
+                     lambda: full and _one_input(cols, spec, problem.coord_label),
                      lambda: full and _row_or_column(rows, cols, problem.R, problem.K,
                                                      problem.out_label, problem.in_label)):
             d = rule()
             if d:
                 out.append(d)
-    for entry in localized:
-        if isinstance(entry, Diagnosis):
-            out.append(entry)
-            continue
-        out.insert(0, Diagnosis("localized", f"the wrong entry is {entry.where}",
-                                f"found by splitting a failing direction's support: expected "
-                                f"{entry.expected:.6g}, numeric {entry.numeric:.6g}"))
+    # Localisation first: the wrong input, then the wrong entry, then the patterns.
+    found = [d for d in localized if isinstance(d, Diagnosis)]
+    found += [Diagnosis("localized", f"the wrong entry is {entry.where}",
+                        f"found by splitting a failing direction's support: expected "
+                        f"{entry.expected:.6g}, numeric {entry.numeric:.6g}")
+              for entry in localized if not isinstance(entry, Diagnosis)]
+    out = found + out
     kinds = {"non-differentiable": "kinks", "discontinuous": "discontinuity",
              "inconclusive": "ill-conditioned"}
     said = set()
