@@ -23,255 +23,49 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checking import (FIRST_PASS_ORDER, determinism_failure, fast_check, fast_remember_check, diagnose, directional, early,
-                        finish, full, judge, localize, nonfinite_note, setup)
-from ._inputs import is_multi, pack_like, parts_like
-from ._validate import as_point, check_int, check_seed, describe, make_rng
-from ._vocabulary import STATUS_CODES
+from ._checking import (GRAD_MODES, JACOBIAN_FULL_MAX, JACOBIAN_MODES, ROWS_MAX, as_expected,
+                        call_like, check_mode, early, expected_matrix, fast_remember_check,
+                        match_shape, nan_guard, nonfinite_note, reshape_report, retolerance,
+                        run_check, setup,
+                        unravel, validate_counts, vjp_check, warm_check, jvp_cols)
+from ._inputs import parts_like
+from ._validate import as_point, describe
 
 __all__ = ["check_jacobian", "check_grad", "check_vjp", "check_jvp", "check_backward",
            "assert_jacobian", "assert_grad", "assert_vjp", "assert_jvp", "assert_backward",
            "numeric_jacobian_test", "GRAD_MODES", "JACOBIAN_MODES", "JACOBIAN_FULL_MAX"]
-
-#: Check modes: mode -> what it does (documentation and error messages).
-GRAD_MODES = {
-    "auto": "full below `full_max` inputs, sampled + directional above",
-    "full": "every partial derivative",
-    "sampled": "`samples` random coordinates, one batched stack",
-    "directional": "`directions` random directions, compared per output",
-    "sampled+directional": "both, in one batched stream",
-}
-JACOBIAN_MODES = GRAD_MODES
-
-#: ``check_jacobian(mode='auto')`` checks every column up to this many inputs.
-#: Measured in ``benchmarks/bench_check.py``: a full check costs ``2 n``
-#: points, a directional one ``2 (samples + directions)`` and one product of
-#: ``expected`` with the directions; at 256 inputs the full check of a cheap
-#: f is still within a few times the directional one, and above it the gap
-#: grows as ``n``.
-JACOBIAN_FULL_MAX = 256
-#: ``check_vjp`` builds the whole expected J from ``vjp_fn`` rows up to this
-#: many outputs (``check_jvp``: columns up to this many inputs), then checks
-#: it as ``check_jacobian`` does; above, random cotangents plus sampled outputs.
-ROWS_MAX = 64
-
 
 def _options(method, order, step, vectorized, max_memory, executor, progress):
     return dict(method=method, order=order, step=step, vectorized=vectorized,
                 max_memory=max_memory, executor=executor, progress=progress)
 
 
-def _check_mode(mode):
-    if not isinstance(mode, str) or mode not in GRAD_MODES:
-        raise ValueError(f"`mode` must be one of {list(GRAD_MODES)}; got {describe(mode)}.")
 
 
-def _squeezed(shape):
-    return tuple(s for s in shape if s != 1)
 
 
-def _match_shape(expected, want, name="expected"):
-    """Reshape ``expected`` to ``want`` if equal up to size-1 axes; note or raise."""
-    if expected.shape == tuple(want):
-        return expected, None
-    if expected.size == int(np.prod(want)) and _squeezed(expected.shape) == _squeezed(want):
-        return expected.reshape(want), (
-            f"`{name}` has shape {expected.shape} and the numeric Jacobian {tuple(want)}; "
-            "they were compared after dropping size-1 axes.")
-    hint = (" Same number of entries: a transposed or reordered layout?"
-            if expected.size == int(np.prod(want)) else "")
-    raise ValueError(
-        f"`{name}` must have the shape of the numeric Jacobian, f(x).shape + x.shape = "
-        f"{tuple(want)} (size-1 axes may differ); got {expected.shape}.{hint}")
 
 
-def _as_expected(value, name):
-    try:
-        arr = np.asarray(value)
-    except Exception:
-        arr = np.asarray(None)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must be array_like of real numbers; got {describe(value)}.")
-    return arr
 
 
-def _unravel(shape):
-    def label(i):
-        return tuple(int(v) for v in np.unravel_index(i, shape)) if shape else ()
-    return label
 
 
-def _container_label(spec):
-    def label(j):
-        for key, (a, b), shape in zip(spec.keys, spec.bounds, spec.shapes):
-            if a <= j < b:
-                return (f"[{key!r}]", _unravel(shape)(j - a))
-        return (j,)
-    return label
 
 
-def _expected_matrix(prep, expected, name, notes):
-    """The expected Jacobian as ``(m, n)`` over the packed inputs (a view when possible)."""
-    out_shape, spec = prep.out_shape, prep.spec
-    if spec is None:
-        E = _as_expected(expected, name)
-        E, note = _match_shape(E, out_shape + prep.x_shape, name)
-        notes += [note] if note else []
-        return E.reshape(prep.m, prep.n), [E.dtype]
-    blocks, dtypes = [], []
-    for k, p, shape in zip(spec.keys, parts_like(spec, expected, name), spec.shapes):
-        b, note = _match_shape(_as_expected(p, f"{name}[{k!r}]"), out_shape + shape,
-                               f"{name}[{k!r}]")
-        notes += [note] if note else []
-        blocks.append(b.reshape(prep.m, -1))
-        dtypes.append(b.dtype)
-    return np.concatenate(blocks, axis=1), dtypes
 
 
-def _report_split(prep, lead):
-    spec = prep.spec
-    if spec is None:
-        return None
-    return lambda a: spec.split(a.reshape(lead + (prep.n,)), lead)
 
 
-def _judge_and_report(st, problem, center, batched, *, full_mode, shape, split, expected_of=None,
-                      blocks=None, dense_rows=0):
-    bad = determinism_failure(st, center, batched)
-    if bad:
-        return early(st, "non-deterministic", st.prep.fx, bad)
-    j = judge(problem)
-    found = []
-    if not full_mode and j.codes is not None and expected_of is not None:
-        found = _localize(st, problem, j, expected_of, blocks, dense_rows)
-    if j.verdict == "nan":
-        exp = np.asarray(problem.expected, dtype=np.float64)
-        if not np.all(np.isfinite(exp)):
-            st.notes.insert(0, nonfinite_note("`expected`", exp.reshape(st.prep.out_shape + (-1,))
-                                              if full_mode and st.prep.spec is None else exp))
-    diagnoses = diagnose(problem, j, full=full_mode, x_shape=st.prep.x_shape,
-                         out_shape=st.prep.out_shape, spec=st.prep.spec, localized=found)
-    return finish(st, problem, j, shape=shape, split=split, diagnoses=diagnoses, localized=found,
-                  step=None if full_mode else problem.directions.step)
 
 
-def _localize(st, problem, j, expected_of, blocks, dense_rows=0):
-    """Culprits of the worst failing direction (dense columns only).
-
-    With cotangents (``check_vjp`` of many outputs), the rows from
-    ``dense_rows`` on are random cotangents over every output: the worst of
-    those is localised first (its first split names the wrong input), then the
-    worst of the sampled outputs (which names an entry).
-    """
-    s = len(problem.directions.index)
-    bug = STATUS_CODES["bug"]
-    dense = j.codes[:, s:] == bug
-    if not dense.any():
-        return []
-    rows, cols = np.nonzero(dense)
-    cols = cols + s
-    gap = np.abs(problem.expected[rows, cols] - problem.numeric[rows, cols])
-    ratio = gap / problem.tolerance(rows, cols)
-    groups = [rows >= dense_rows, rows < dense_rows] if dense_rows else [rows >= 0]
-    h = st.prep.steps(st.step)
-    out = []
-    for group in groups:
-        if not group.any():
-            continue
-        i = int(np.flatnonzero(group)[np.argmax(ratio[group])])
-        r, c = int(rows[i]), int(cols[i])
-        delta = float(problem.expected[r, c] - j.second.get((r, c), problem.numeric[r, c]))
-        found = localize(problem, r, c, delta, expected_of, h, blocks=blocks)
-        out.append(_culprit(problem, found))
-    return out
 
 
-def _culprit(problem, found):
-    """A localisation result as a Mismatch (or, when spread, a Diagnosis)."""
-    from .report import Diagnosis, Mismatch
-
-    label = problem.coord_label or problem.in_label
-    first, last = label(int(found.group[0])), label(int(found.group[-1]))
-    spec = problem.prep.spec
-    if (found.spread or len(found.group) != 1) and spec is not None:
-        for key, (a, b) in zip(spec.keys, spec.bounds):
-            if found.group[0] >= a and found.group[-1] < b:
-                name = f"x[{key!r}]" if spec.kind == "dict" else f"x[{key}]"
-                whole = len(found.group) == b - a
-                return Diagnosis("input", f"the wrong input is {name}" + (
-                    "" if not whole else ": its derivative is wrong throughout"),
-                    f"splitting a failing direction's support by input, only {name}'s part "
-                    f"carries the mismatch ({found.evaluations} evaluations)")
-    if found.spread or len(found.group) != 1:
-        where = Mismatch(problem.out_label(found.r), first, 0, 0, 0, 0, 0, 0, "bug").where
-        return Diagnosis("spread", f"the mismatch is spread over {len(found.group)} coordinates "
-                         f"(from {where} to {Mismatch((), last, 0, 0, 0, 0, 0, 0, 'bug').where})",
-                         f"after splitting a failing direction's support, both halves still "
-                         f"carry it ({found.evaluations} evaluations)")
-    e, q = found.expected, found.numeric
-    ab = abs(e - q)
-    return Mismatch(problem.out_label(found.r), first, e, q, ab,
-                    ab / max(abs(e), abs(q), 1e-300), float("nan"), float("nan"), "bug")
 
 
-def _run(st, E2, *, mode, seed, samples, directions, full_max, x, f, kind_full, kind_dir,
-         contract=None, expected_of=None, out_label=None, expected_cols=None, dense_rows=0):
-    """The shared body of the checks: choose the mode, measure, judge, report."""
-    prep = st.prep
-    n = prep.n
-    if mode == "auto":
-        mode = "full" if n <= full_max else "sampled+directional"
-    spec = prep.spec
-    coord = _container_label(spec) if spec is not None else _unravel(prep.x_shape)
-    out_label = out_label or _unravel(prep.out_shape)
-    lead = prep.out_shape if contract is None else (contract.shape[0],)
-    if mode == "full":
-        st.kind = kind_full
-        problem, center, batched = full(st, E2, out_label=out_label, in_label=coord,
-                                        shape=None, f=f, x=x)
-        problem.coord_label = coord
-        shape = lead + (prep.x_shape if spec is None else (n,))
-        return _judge_and_report(st, problem, center, batched, full_mode=True, shape=shape,
-                                 split=_report_split(prep, lead))
-    st.kind = f"{kind_dir}/{mode}"
-    s = samples if "sampled" in mode else 0
-    k = directions if "directional" in mode else 0
-    if s + k == 0:
-        raise ValueError("`samples` and `directions` are both 0: nothing to check.")
-    rng = make_rng(seed)
-    expected_of = expected_of or (lambda V: np.asarray(E2 @ np.asarray(V, E2.dtype).T, np.float64))
-    expected_cols = expected_cols or (lambda idx: np.asarray(E2[:, idx], np.float64))
-    s_eff = min(s, n)
-
-    def in_label(c):
-        return coord(int(problem.directions.index[c])) if c < s_eff else f"direction {c - s_eff}"
-
-    problem, center, batched = directional(
-        st, expected_cols=expected_cols, expected_of=expected_of, samples=s, count=k, rng=rng,
-        contract=contract, out_label=out_label, in_label=in_label)
-    problem.coord_label = coord
-    st.notes.append(f"checked {s_eff} sampled coordinate(s) of {n} and {k} random "
-                    f"direction(s) (seed={seed!r}); see check_grad's Notes for the miss "
-                    "probabilities.")
-    blocks = list(spec.bounds) if spec is not None else None
-    shape = lead + (problem.K,)
-    return _judge_and_report(st, problem, center, batched, full_mode=False, shape=shape,
-                             split=None, expected_of=expected_of, blocks=blocks,
-                             dense_rows=dense_rows)
 
 
-def _validate_counts(samples, directions, full_max, seed):
-    check_int(samples, "samples")
-    check_int(directions, "directions")
-    check_int(full_max, "full_max")
-    check_seed(seed)
 
 
-def _nan_guard(st):
-    fx = st.prep.fx
-    if fx.size and not np.all(np.isfinite(fx)):
-        return early(st, "nan", fx, nonfinite_note("f(x)", fx))
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -355,9 +149,9 @@ def check_jacobian(f, x, expected, *, mode="auto", seed=0, samples=6, directions
     >>> fastjac.check_jacobian(lambda z: 1 / (1 + np.exp(-z)), z, np.diag(a)).verdict
     'fail'
     """
-    _check_mode(mode)
-    _validate_counts(samples, directions, full_max, seed)
-    warm = _warm(f, x, expected, "jacobian", mode, full_max, method, order, step, vectorized,
+    check_mode(mode)
+    validate_counts(samples, directions, full_max, seed)
+    warm = warm_check(f, x, expected, "jacobian", mode, full_max, method, order, step, vectorized,
                  max_memory, executor, rtol, atol)
     if warm is not None:
         return warm
@@ -365,47 +159,27 @@ def check_jacobian(f, x, expected, *, mode="auto", seed=0, samples=6, directions
     st = setup(f, x, opts, kind="jacobian", rtol=rtol, atol=atol,
                seed=None if mode == "full" else seed)
     notes = []
-    E2, dtypes = _expected_matrix(st.prep, expected, "expected", notes)
-    _retolerance(st, dtypes, rtol, atol)
+    E2, dtypes = expected_matrix(st.prep, expected, "expected", notes)
+    retolerance(st, dtypes, rtol, atol)
     st.notes += notes
-    early_report = _nan_guard(st)
+    early_report = nan_guard(st)
     if early_report is not None:
         return early_report
     if mode == "auto" and st.prep.n <= full_max:
         st.seed = None
-    report = _run(st, E2, mode=mode, seed=seed, samples=samples, directions=directions,
+    report = run_check(st, E2, mode=mode, seed=seed, samples=samples, directions=directions,
                   full_max=full_max, x=x, f=f, kind_full="jacobian", kind_dir="jacobian")
     if report.verdict == "pass" and report.kind == "jacobian" and step is None and \
             st.prep.spec is None:
         fast_remember_check(f, x, expected, st, np.shape(report.numeric), notes,
-                            _unravel(st.prep.out_shape), _unravel(st.prep.x_shape), rtol, atol)
+                            unravel(st.prep.out_shape), unravel(st.prep.x_shape), rtol, atol)
     return report
 
 
-def _warm(f, x, expected, kind, mode, full_max, method, order, step, vectorized, max_memory,
-          executor, rtol, atol):
-    """A full check answered by its warm fast path, or None."""
-    if type(x) is not np.ndarray or step is not None or max_memory is not None or \
-            executor is not None or not (mode == "full" or (mode == "auto" and x.size <= full_max)):
-        return None
-    fc = fast_check(f, x, expected, kind, method, FIRST_PASS_ORDER[method] if order is None
-                    and method in FIRST_PASS_ORDER else order, vectorized, rtol, atol)
-    return None if fc is None else fc(f, x, expected)
 
 
-def _retolerance(st, dtypes, rtol, atol):
-    from . import tolerances as T
-
-    st.dtype = T.tolerance_dtype(st.dtype, *dtypes)
-    st.tol = T.tolerance_for(st.dtype, rtol=rtol, atol=atol)
 
 
-def _call_like(fn, x):
-    if isinstance(x, dict) and is_multi(x):
-        return fn(**x)
-    if isinstance(x, tuple) and is_multi(x):
-        return fn(*x)
-    return fn(x)
 
 
 def check_grad(f, x, grad, *, mode="auto", seed=0, samples=6, directions=4, full_max=64,
@@ -479,12 +253,12 @@ def check_grad(f, x, grad, *, mode="auto", seed=0, samples=6, directions=4, full
     >>> fastjac.check_grad(loss, x, 2 * np.tanh(x)).verdict
     'fail'
     """
-    _check_mode(mode)
-    _validate_counts(samples, directions, full_max, seed)
+    check_mode(mode)
+    validate_counts(samples, directions, full_max, seed)
     opts = _options(method, order, step, vectorized, max_memory, executor, progress)
     if callable(grad) and not isinstance(grad, np.ndarray):
-        grad = _call_like(grad, x)
-    warm = _warm(f, x, grad, "grad/full", mode, full_max, method, order, step, vectorized,
+        grad = call_like(grad, x)
+    warm = warm_check(f, x, grad, "grad/full", mode, full_max, method, order, step, vectorized,
                  max_memory, executor, rtol, atol)
     if warm is not None:
         return warm
@@ -495,22 +269,22 @@ def check_grad(f, x, grad, *, mode="auto", seed=0, samples=6, directions=4, full
                          f"{prep.out_shape}. Use check_jacobian for vector-valued functions.")
     notes, dtypes = [], []
     if prep.spec is None:
-        g = _as_expected(grad, "grad")
-        g, note = _match_shape(g, prep.x_shape, "grad")
+        g = as_expected(grad, "grad")
+        g, note = match_shape(g, prep.x_shape, "grad")
         notes += [note] if note else []
         dtypes.append(g.dtype)
         g = g.reshape(1, prep.n)
     else:
         parts = []
         for k, p, shape in zip(prep.spec.keys, parts_like(prep.spec, grad, "grad"), prep.spec.shapes):
-            b, note = _match_shape(_as_expected(p, f"grad[{k!r}]"), shape, f"grad[{k!r}]")
+            b, note = match_shape(as_expected(p, f"grad[{k!r}]"), shape, f"grad[{k!r}]")
             notes += [note] if note else []
             dtypes.append(b.dtype)
             parts.append(b.reshape(-1))
         g = np.concatenate(parts).reshape(1, prep.n)
-    _retolerance(st, dtypes, rtol, atol)
+    retolerance(st, dtypes, rtol, atol)
     st.notes += notes
-    early_report = _nan_guard(st)
+    early_report = nan_guard(st)
     if early_report is not None:
         return early_report
     if not np.all(np.isfinite(g)):
@@ -518,106 +292,30 @@ def check_grad(f, x, grad, *, mode="auto", seed=0, samples=6, directions=4, full
     use_full = mode == "full" or (mode == "auto" and prep.n <= full_max)
     if use_full:
         st.seed = None
-    report = _run(st, g, mode=mode, seed=seed, samples=samples, directions=directions,
+    report = run_check(st, g, mode=mode, seed=seed, samples=samples, directions=directions,
                   full_max=full_max, x=x, f=f, kind_full="grad/full", kind_dir="grad",
                   out_label=lambda r: ())
     if use_full and prep.spec is None:
-        _reshape_report(report, prep.x_shape)
+        reshape_report(report, prep.x_shape)
         if report.verdict == "pass" and step is None:
             fast_remember_check(f, x, grad, st, prep.x_shape, notes, lambda r: (),
-                                _unravel(prep.x_shape), rtol, atol)
+                                unravel(prep.x_shape), rtol, atol)
     return report
 
 
-def _reshape_report(report, shape):
-    """A full gradient check reports arrays shaped like x (the loss's axes dropped)."""
-    for name in ("numeric", "expected"):
-        value = getattr(report, name)
-        if isinstance(value, np.ndarray):
-            setattr(report, name, value.reshape(shape))
-    noise, status = report._figures.get("noise"), report._figures.get("status")
-    if callable(noise):
-        report._figures["noise"] = lambda: np.asarray(noise()).reshape(shape)
-    if callable(status):
-        report._figures["status"] = lambda: np.asarray(status()).reshape(shape)
-    if report.status_codes is not None:
-        report.status_codes = report.status_codes.reshape(shape)
 
 
 # ---------------------------------------------------------------------------
 # check_vjp / check_jvp / check_backward
 # ---------------------------------------------------------------------------
-def _flat_like_x(prep, value, name):
-    """A value shaped like x (or a container like x) as a flat float64 vector."""
-    if prep.spec is not None:
-        flat, _ = pack_like(prep.spec, value, name)
-        return np.asarray(flat, np.float64).reshape(-1)
-    arr = _as_expected(value, name)
-    if arr.shape != prep.x_shape:
-        if arr.size == prep.n and _squeezed(arr.shape) == _squeezed(prep.x_shape):
-            arr = arr.reshape(prep.x_shape)
-        else:
-            raise ValueError(f"`{name}` must return an array shaped like x {prep.x_shape}; "
-                             f"got {arr.shape}.")
-    return arr.reshape(-1).astype(np.float64)
 
 
-def _unflat_x(prep, flat):
-    flat = flat.astype(prep.x0.dtype)
-    if prep.spec is None:
-        return flat.reshape(prep.x_shape)
-    parts = prep.spec.unpack(flat)
-    return parts
 
 
-def _vjp_rows(prep, vjp_fn, U):
-    """``A[l] = vjp_fn(U[l])`` flattened over the packed inputs."""
-    out_dtype = prep.fx.dtype if prep.fx.dtype.kind == "f" else np.float64
-    A = np.empty((U.shape[0], prep.n))
-    for l in range(U.shape[0]):
-        A[l] = _flat_like_x(prep, vjp_fn(U[l].reshape(prep.out_shape).astype(out_dtype)),
-                            "vjp_fn(u)")
-    return A
 
 
-def _jvp_cols(prep, jvp_fn, V):
-    """``jvp_fn(v)`` for each row ``v`` of ``V``, as columns ``(m, k)``."""
-    C = np.empty((prep.m, V.shape[0]))
-    for l in range(V.shape[0]):
-        out = _as_expected(jvp_fn(_unflat_x(prep, np.asarray(V[l]))), "jvp_fn(v)")
-        if out.shape != prep.out_shape:
-            if out.size == prep.m and _squeezed(out.shape) == _squeezed(prep.out_shape):
-                out = out.reshape(prep.out_shape)
-            else:
-                raise ValueError(f"`jvp_fn` must return an array shaped like f(x) "
-                                 f"{prep.out_shape}; got {out.shape}.")
-        C[:, l] = out.reshape(-1)
-    return C
 
 
-def _vjp_check(st, vjp_fn, *, directions, seed, samples, x, f, kind):
-    prep = st.prep
-    m, n = prep.m, prep.n
-    if m <= ROWS_MAX:
-        # Every row of J from the VJP, then a full (or sampled+directional) check:
-        # a per-output comparison, as powerful as check_jacobian.
-        E2 = _vjp_rows(prep, vjp_fn, np.eye(m))
-        return _run(st, E2, mode="auto", seed=seed, samples=samples, directions=directions,
-                    full_max=JACOBIAN_FULL_MAX, x=x, f=f, kind_full=kind, kind_dir=kind)
-    rng = make_rng(seed)
-    outs = np.sort(rng.choice(m, size=min(ROWS_MAX // 8, m), replace=False))
-    U = np.zeros((len(outs) + directions, m))
-    U[np.arange(len(outs)), outs] = 1.0            # sampled outputs, compared one by one
-    U[len(outs):] = rng.standard_normal((directions, m))
-    A = _vjp_rows(prep, vjp_fn, U)
-    out_label = _unravel(prep.out_shape)
-
-    def row_label(r):
-        return out_label(int(outs[r])) if r < len(outs) else f"cotangent {r - len(outs)}"
-
-    return _run(st, A, mode="sampled+directional", seed=rng, samples=samples,
-                directions=directions, full_max=JACOBIAN_FULL_MAX, x=x, f=f, kind_full=kind,
-                kind_dir=kind, contract=U, out_label=row_label, dense_rows=len(outs))
 
 
 def check_vjp(f, x, vjp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=None,
@@ -658,13 +356,13 @@ def check_vjp(f, x, vjp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=
     >>> fastjac.check_vjp(lambda x: A @ x, np.ones(3), lambda u: u @ A).passed
     True
     """
-    _validate_counts(samples, directions, 0, seed)
+    validate_counts(samples, directions, 0, seed)
     opts = _options(method, order, step, vectorized, max_memory, executor, progress)
     st = setup(f, x, opts, kind="vjp", rtol=rtol, atol=atol, seed=seed)
-    early_report = _nan_guard(st)
+    early_report = nan_guard(st)
     if early_report is not None:
         return early_report
-    return _vjp_check(st, vjp_fn, directions=directions, seed=seed, samples=samples, x=x, f=f,
+    return vjp_check(st, vjp_fn, directions=directions, seed=seed, samples=samples, x=x, f=f,
                       kind="vjp")
 
 
@@ -687,26 +385,26 @@ def check_jvp(f, x, jvp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=
     >>> fastjac.check_jvp(lambda x: A @ x, np.ones(3), lambda v: A @ v).passed
     True
     """
-    _validate_counts(samples, directions, 0, seed)
+    validate_counts(samples, directions, 0, seed)
     opts = _options(method, order, step, vectorized, max_memory, executor, progress)
     st = setup(f, x, opts, kind="jvp", rtol=rtol, atol=atol, seed=seed)
-    early_report = _nan_guard(st)
+    early_report = nan_guard(st)
     if early_report is not None:
         return early_report
     prep = st.prep
     if prep.n <= ROWS_MAX:
-        E2 = _jvp_cols(prep, jvp_fn, np.eye(prep.n))
-        return _run(st, E2, mode="auto", seed=seed, samples=samples, directions=directions,
+        E2 = jvp_cols(prep, jvp_fn, np.eye(prep.n))
+        return run_check(st, E2, mode="auto", seed=seed, samples=samples, directions=directions,
                     full_max=JACOBIAN_FULL_MAX, x=x, f=f, kind_full="jvp", kind_dir="jvp")
 
     def cols(idx):
         V = np.zeros((len(idx), prep.n))
         V[np.arange(len(idx)), idx] = 1.0
-        return _jvp_cols(prep, jvp_fn, V)
+        return jvp_cols(prep, jvp_fn, V)
 
-    return _run(st, None, mode="sampled+directional", seed=seed, samples=samples,
+    return run_check(st, None, mode="sampled+directional", seed=seed, samples=samples,
                 directions=directions, full_max=0, x=x, f=f, kind_full="jvp", kind_dir="jvp",
-                expected_of=lambda V: _jvp_cols(prep, jvp_fn, np.asarray(V, np.float64)),
+                expected_of=lambda V: jvp_cols(prep, jvp_fn, np.asarray(V, np.float64)),
                 expected_cols=cols)
 
 
@@ -796,14 +494,14 @@ def check_backward(forward, backward, *inputs, names=None, directions=4, samples
         def f(*xs):
             return out_of(forward(*xs))
 
-    _validate_counts(samples, directions, 0, seed)
+    validate_counts(samples, directions, 0, seed)
     opts = _options(method, order, step, vectorized, max_memory, executor, progress)
     st = setup(f, x, opts, kind="backward", rtol=rtol, atol=atol, seed=seed,
                f0=np.asarray(out_of(first)))
-    early_report = _nan_guard(st)
+    early_report = nan_guard(st)
     if early_report is not None:
         return early_report
-    return _vjp_check(st, grads, directions=directions, seed=seed, samples=samples, x=x, f=f,
+    return vjp_check(st, grads, directions=directions, seed=seed, samples=samples, x=x, f=f,
                       kind="backward")
 
 

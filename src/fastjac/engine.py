@@ -16,7 +16,7 @@ import numpy as np
 from ._engine import (DEFAULT_CHUNK_BYTES, DenseDirections, JacobianInfo, check_callable,
                       check_step, dense_jacobian, fast_lookup, fast_remember, make_info, prepare,
                       run)
-from ._inputs import is_multi, pack, pack_like
+from ._inputs import is_multi, pack_like
 from ._validate import as_point
 from .stencils import get_stencil
 from .steps import relative_step

@@ -15,9 +15,16 @@ from .judging import REVIEW_COLUMNS, Judgement, judge
 from .localize import Found, localize
 from .problem import Directions, Problem
 from .review import OFFSETS, classify
+from .runner import (GRAD_MODES, JACOBIAN_FULL_MAX, JACOBIAN_MODES, ROWS_MAX, as_expected,
+                     call_like, check_mode, container_label, expected_matrix, jvp_cols,
+                     match_shape, nan_guard, reshape_report, retolerance, run_check, unravel,
+                     validate_counts, vjp_check, warm_check)
 
 __all__ = ["early", "finish", "nonfinite_note", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS", "Setup",
            "determinism_failure", "directional", "full", "setup", "diagnose", "fast_check",
            "fast_remember_check", "REVIEW_COLUMNS",
            "Judgement", "judge", "Found", "localize", "Directions", "Problem", "OFFSETS",
-           "classify"]
+           "classify", "GRAD_MODES", "JACOBIAN_FULL_MAX", "JACOBIAN_MODES", "ROWS_MAX",
+           "as_expected", "call_like", "check_mode", "container_label", "expected_matrix",
+           "jvp_cols", "match_shape", "nan_guard", "reshape_report", "retolerance", "run_check",
+           "unravel", "validate_counts", "vjp_check", "warm_check"]
