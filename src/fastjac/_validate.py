@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 __all__ = ["as_point", "working_dtype", "check_finite", "annotate", "describe", "check_int",
-           "check_choice", "check_number", "check_seed", "make_rng"]
+           "check_choice", "check_number", "check_seed", "make_rng", "real_array"]
 
 
 def describe(value) -> str:
@@ -66,6 +66,17 @@ def check_seed(seed, name="seed"):
 def make_rng(seed, name="seed") -> np.random.Generator:
     seed = check_seed(seed, name)
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def real_array(value, name, kinds, what):
+    """``np.asarray(value)`` if its dtype kind is one of ``kinds``, else a clear error."""
+    try:
+        arr = np.asarray(value)
+    except Exception:  # ragged nested lists and the like
+        arr = np.asarray(None)
+    if arr.dtype.kind not in kinds:
+        raise TypeError(f"`{name}` must be {what}; got {describe(value)}.")
+    return arr
 
 
 def working_dtype(dtype) -> np.dtype:

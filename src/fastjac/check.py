@@ -35,6 +35,13 @@ __all__ = ["check_jacobian", "check_grad", "check_vjp", "check_jvp", "check_back
            "assert_jacobian", "assert_grad", "assert_vjp", "assert_jvp", "assert_backward",
            "numeric_jacobian_test", "GRAD_MODES", "JACOBIAN_MODES", "JACOBIAN_FULL_MAX"]
 
+def _start(f, x, kind, samples, directions, seed, rtol, atol, opts, f0=None):
+    """The prologue of the function-taking checks: ``(setup, early report or None)``."""
+    validate_counts(samples, directions, 0, seed)
+    st = setup(f, x, opts, kind=kind, rtol=rtol, atol=atol, seed=seed, f0=f0)
+    return st, nan_guard(st)
+
+
 def _options(method, order, step, vectorized, max_memory, executor, progress):
     return dict(method=method, order=order, step=step, vectorized=vectorized,
                 max_memory=max_memory, executor=executor, progress=progress)
@@ -356,10 +363,9 @@ def check_vjp(f, x, vjp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=
     >>> fastjac.check_vjp(lambda x: A @ x, np.ones(3), lambda u: u @ A).passed
     True
     """
-    validate_counts(samples, directions, 0, seed)
-    opts = _options(method, order, step, vectorized, max_memory, executor, progress)
-    st = setup(f, x, opts, kind="vjp", rtol=rtol, atol=atol, seed=seed)
-    early_report = nan_guard(st)
+    st, early_report = _start(f, x, "vjp", samples, directions, seed, rtol, atol,
+                              _options(method, order, step, vectorized, max_memory, executor,
+                                       progress))
     if early_report is not None:
         return early_report
     return vjp_check(st, vjp_fn, directions=directions, seed=seed, samples=samples, x=x, f=f,
@@ -385,10 +391,9 @@ def check_jvp(f, x, jvp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=
     >>> fastjac.check_jvp(lambda x: A @ x, np.ones(3), lambda v: A @ v).passed
     True
     """
-    validate_counts(samples, directions, 0, seed)
-    opts = _options(method, order, step, vectorized, max_memory, executor, progress)
-    st = setup(f, x, opts, kind="jvp", rtol=rtol, atol=atol, seed=seed)
-    early_report = nan_guard(st)
+    st, early_report = _start(f, x, "jvp", samples, directions, seed, rtol, atol,
+                              _options(method, order, step, vectorized, max_memory, executor,
+                                       progress))
     if early_report is not None:
         return early_report
     prep = st.prep
@@ -494,11 +499,9 @@ def check_backward(forward, backward, *inputs, names=None, directions=4, samples
         def f(*xs):
             return out_of(forward(*xs))
 
-    validate_counts(samples, directions, 0, seed)
-    opts = _options(method, order, step, vectorized, max_memory, executor, progress)
-    st = setup(f, x, opts, kind="backward", rtol=rtol, atol=atol, seed=seed,
-               f0=np.asarray(out_of(first)))
-    early_report = nan_guard(st)
+    st, early_report = _start(f, x, "backward", samples, directions, seed, rtol, atol,
+                              _options(method, order, step, vectorized, max_memory, executor,
+                                       progress), f0=np.asarray(out_of(first)))
     if early_report is not None:
         return early_report
     return vjp_check(st, grads, directions=directions, seed=seed, samples=samples, x=x, f=f,

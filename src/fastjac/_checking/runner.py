@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import tolerances as T
 from .._inputs import is_multi, pack_like, parts_like
-from .._validate import check_int, check_seed, describe, make_rng
+from .._validate import check_int, check_seed, describe, make_rng, real_array
 from .._vocabulary import STATUS_CODES
 from ..report import Diagnosis, Mismatch
 from .assemble import early, finish, nonfinite_note
@@ -76,13 +76,7 @@ def match_shape(expected, want, name="expected"):
 
 
 def as_expected(value, name):
-    try:
-        arr = np.asarray(value)
-    except Exception:
-        arr = np.asarray(None)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must be array_like of real numbers; got {describe(value)}.")
-    return arr
+    return real_array(value, name, "biuf", "array_like of real numbers")
 
 
 def unravel(shape):
@@ -301,19 +295,23 @@ def reshape_report(report, shape):
         report.status_codes = report.status_codes.reshape(shape)
 
 
+def shaped_like(value, shape, name, what):
+    """``value`` as a real array of ``shape`` (size-1 axes may differ), or a clear error."""
+    arr = as_expected(value, name)
+    if arr.shape != tuple(shape):
+        if arr.size == int(np.prod(shape)) and squeezed(arr.shape) == squeezed(shape):
+            return arr.reshape(shape)
+        raise ValueError(f"`{name}` must return an array shaped like {what} {tuple(shape)}; "
+                         f"got {arr.shape}.")
+    return arr
+
+
 def flat_like_x(prep, value, name):
     """A value shaped like x (or a container like x) as a flat float64 vector."""
     if prep.spec is not None:
         flat, _ = pack_like(prep.spec, value, name)
         return np.asarray(flat, np.float64).reshape(-1)
-    arr = as_expected(value, name)
-    if arr.shape != prep.x_shape:
-        if arr.size == prep.n and squeezed(arr.shape) == squeezed(prep.x_shape):
-            arr = arr.reshape(prep.x_shape)
-        else:
-            raise ValueError(f"`{name}` must return an array shaped like x {prep.x_shape}; "
-                             f"got {arr.shape}.")
-    return arr.reshape(-1).astype(np.float64)
+    return shaped_like(value, prep.x_shape, name, "x").reshape(-1).astype(np.float64)
 
 
 def unflat_x(prep, flat):
@@ -338,13 +336,8 @@ def jvp_cols(prep, jvp_fn, V):
     """``jvp_fn(v)`` for each row ``v`` of ``V``, as columns ``(m, k)``."""
     C = np.empty((prep.m, V.shape[0]))
     for l in range(V.shape[0]):
-        out = as_expected(jvp_fn(unflat_x(prep, np.asarray(V[l]))), "jvp_fn(v)")
-        if out.shape != prep.out_shape:
-            if out.size == prep.m and squeezed(out.shape) == squeezed(prep.out_shape):
-                out = out.reshape(prep.out_shape)
-            else:
-                raise ValueError(f"`jvp_fn` must return an array shaped like f(x) "
-                                 f"{prep.out_shape}; got {out.shape}.")
+        out = shaped_like(jvp_fn(unflat_x(prep, np.asarray(V[l]))), prep.out_shape, "jvp_fn",
+                          "f(x)")
         C[:, l] = out.reshape(-1)
     return C
 

@@ -18,35 +18,32 @@ from .._jit import lazy_njit
 __all__ = ["evaluate_block_numba"]
 
 
+@lazy_njit(cache=False)
+def _move(xflat, x0, indices, steps, lo, hi, c):
+    """Direction ``lo:hi`` of the block at offset ``c`` (``c = 0`` restores x0)."""
+    for p in range(lo, hi):
+        xflat[indices[p]] = x0[indices[p]] + c * steps[p]
+
+
 def _drive_array(f, xflat, x0, shape, indptr, indices, steps, offsets, F):
     m = F.shape[2]
     for i in range(indptr.shape[0] - 1):
-        lo = indptr[i]
-        hi = indptr[i + 1]
         for s in range(offsets.shape[0]):
-            c = offsets[s]
-            for p in range(lo, hi):
-                xflat[indices[p]] = x0[indices[p]] + c * steps[p]
+            _move(xflat, x0, indices, steps, indptr[i], indptr[i + 1], offsets[s])
             y = np.ascontiguousarray(f(xflat.reshape(shape))).ravel()
             if y.shape[0] != m:
                 raise ValueError("f returned an output of a different size than f(x)")
             for k in range(m):
                 F[s, i, k] = y[k]
-        for p in range(lo, hi):
-            xflat[indices[p]] = x0[indices[p]]
+        _move(xflat, x0, indices, steps, indptr[i], indptr[i + 1], offsets[0] * 0)
 
 
 def _drive_scalar(f, xflat, x0, shape, indptr, indices, steps, offsets, F):
     for i in range(indptr.shape[0] - 1):
-        lo = indptr[i]
-        hi = indptr[i + 1]
         for s in range(offsets.shape[0]):
-            c = offsets[s]
-            for p in range(lo, hi):
-                xflat[indices[p]] = x0[indices[p]] + c * steps[p]
+            _move(xflat, x0, indices, steps, indptr[i], indptr[i + 1], offsets[s])
             F[s, i, 0] = f(xflat.reshape(shape))
-        for p in range(lo, hi):
-            xflat[indices[p]] = x0[indices[p]]
+        _move(xflat, x0, indices, steps, indptr[i], indptr[i + 1], offsets[0] * 0)
 
 
 # Specialised per f, so the on-disk cache can never hit.

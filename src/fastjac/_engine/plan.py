@@ -21,7 +21,7 @@ import numpy as np
 
 from .._inputs import is_multi, pack
 from .._memo import CodeMemo, FunctionMemo
-from .._validate import as_point, check_choice, describe
+from .._validate import as_point, check_choice, describe, real_array
 from ..stencils import Stencil, get_stencil
 from ..steps import absolute_step, eps_for
 from .strategies import STRATEGIES, Task, as_output
@@ -84,12 +84,7 @@ def check_step(step, x0):
         return None
     if isinstance(step, (bool, np.bool_)):
         raise TypeError(f"`step` must be a positive number or array of them; got {step!r}.")
-    try:
-        arr = np.asarray(step)
-    except Exception:
-        arr = np.asarray(None)
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(f"`step` must be a positive number or array of them; got {describe(step)}.")
+    arr = real_array(step, "step", "iuf", "a positive number or array of them")
     if arr.ndim and arr.shape != x0.shape and arr.size != x0.size:
         raise ValueError(
             f"`step` must be a scalar or have one value per element of x ({x0.size}); "
