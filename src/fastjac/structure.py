@@ -84,6 +84,8 @@ def batch_independent(axis=None, *, x_axis=None, out_axis=None) -> BatchIndepend
     >>> f = lambda X: np.tanh(X[::-1] * X)      # mixes features, not samples
     >>> J, info = fastjac.engine.jacobian_with_info(
     ...     f, x, sparsity=fastjac.batch_independent(axis=1))
+    >>> J, info = fastjac.engine.jacobian_with_info(   # the plan is reused: no probe
+    ...     f, x, sparsity=fastjac.batch_independent(axis=1))
     >>> info.nfev                                # f(x) + 2 points x 2 features
     5
     >>> np.allclose(J, fastjac.jacobian(f, x))
