@@ -156,3 +156,22 @@ def test_every_public_name_of_before_still_exists(module):
     assert missing == [], f"{module} lost {missing}"
     if module in ("fastjac", "fastjac.nn"):
         assert set(PUBLIC_BEFORE[module]) <= set(dir(mod))
+
+
+def test_the_lazy_surface_is_visible_to_type_checkers():
+    """``__init__.pyi`` names every public name (type checkers read it instead of
+    the lazy ``__getattr__``), the package is marked typed, and the functions
+    that once took ``**options`` show their keywords to ``help()``."""
+    import inspect
+
+    import fastjac
+
+    pkg = SRC / "fastjac"
+    assert (pkg / "py.typed").exists()
+    stub = (pkg / "__init__.pyi").read_text()
+    for name in fastjac.__all__:
+        assert f" as {name}" in stub or f"{name}:" in stub, name
+    for fn in (fastjac.gradient, fastjac.vjp, fastjac.sampled_jacobian, fastjac.check_vjp):
+        params = inspect.signature(fn).parameters
+        assert {"method", "order", "step", "vectorized", "max_memory"} <= set(params), fn
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), fn

@@ -32,7 +32,8 @@ from ._validate import check_seed
 __all__ = ["vjp", "project", "sampled_jacobian", "sampled_jacobian_with_info"]
 
 
-def vjp(f, x, u, **options):
+def vjp(f, x, u, *, method="central", order=None, step=None, vectorized="auto",
+        max_memory=None, executor=None, progress="auto"):
     """Numeric vector-Jacobian product ``u^T J(x)``, shaped like ``x``.
 
     Parameters
@@ -41,9 +42,8 @@ def vjp(f, x, u, **options):
     x : array_like, or tuple/dict of array_like
     u : array_like, shape f(x).shape or (k, *f(x).shape)
         One cotangent, or ``k`` of them (each gives one row of the result).
-    **options
-        As for :func:`fastjac.jacobian` (``method``, ``order``, ``step``,
-        ``vectorized``, ``max_memory``, ``executor``, ``progress``).
+    method, order, step, vectorized, max_memory, executor, progress :
+        As for :func:`fastjac.jacobian`.
 
     Returns
     -------
@@ -66,11 +66,8 @@ def vjp(f, x, u, **options):
     >>> np.allclose(g, [-4.0, -4.0])
     True
     """
-    for bad in ("sparsity", "output"):
-        if bad in options:
-            raise TypeError(f"`{bad}` is not an option of vjp; use fastjac.jacobian for it.")
-    step = options.pop("step", None)
-    prep = prepare(f, x, **options)
+    prep = prepare(f, x, method=method, order=order, vectorized=vectorized,
+                   max_memory=max_memory, executor=executor, progress=progress)
     fx = prep.fx
     U = np.asarray(u, dtype=np.float64)
     if U.shape == fx.shape:
@@ -104,7 +101,8 @@ def vjp(f, x, u, **options):
     return res if lead else res[0]
 
 
-def project(f, x, u, v, **options):
+def project(f, x, u, v, *, method="central", order=None, step=None, vectorized="auto",
+            max_memory=None, executor=None, progress="auto"):
     """``u^T J(x) v`` for one or ``k`` directions, from ``S * k`` evaluations.
 
     Parameters
@@ -113,7 +111,7 @@ def project(f, x, u, v, **options):
     x : array_like, or tuple/dict of array_like
     u : array_like, shape f(x).shape
     v : array_like, shape x.shape or (k, *x.shape) (or containers like x)
-    **options
+    method, order, step, vectorized, max_memory, executor, progress :
         As for :func:`fastjac.jvp`.
 
     Returns
@@ -131,7 +129,8 @@ def project(f, x, u, v, **options):
     """
     from .engine import jvp
 
-    jv = np.asarray(jvp(f, x, v, **options))
+    jv = np.asarray(jvp(f, x, v, method=method, order=order, step=step, vectorized=vectorized,
+                        max_memory=max_memory, executor=executor, progress=progress))
     U = np.asarray(u, dtype=jv.dtype)
     lead = jv.ndim - U.ndim
     if lead not in (0, 1) or jv.shape[lead:] != U.shape:
@@ -167,7 +166,9 @@ def _choose_index(index, size, seed, n, x_shape):
     return np.where(idx < 0, idx + n, idx)
 
 
-def sampled_jacobian(f, x, index=None, *, size=None, seed=None, **options):
+def sampled_jacobian(f, x, index=None, *, size=None, seed=None, method="central", order=None,
+                     step=None, vectorized="auto", max_memory=None, executor=None,
+                     progress="auto"):
     """Numeric derivative for a chosen or random subset of input coordinates.
 
     Parameters
@@ -182,9 +183,8 @@ def sampled_jacobian(f, x, index=None, *, size=None, seed=None, **options):
         How many coordinates to draw when ``index`` is None (default
         ``min(x.size, 32)``).
     seed : int or numpy.random.Generator, optional
-    **options
-        As for :func:`fastjac.jacobian` (``method``, ``order``, ``step``,
-        ``vectorized``, ``max_memory``, ``executor``, ``progress``).
+    method, order, step, vectorized, max_memory, executor, progress :
+        As for :func:`fastjac.jacobian`.
 
     Returns
     -------
@@ -211,7 +211,10 @@ def sampled_jacobian(f, x, index=None, *, size=None, seed=None, **options):
            [0., 6.],
            [0., 0.]])
     """
-    cols, idx, _ = sampled_jacobian_with_info(f, x, index, size=size, seed=seed, **options)
+    cols, idx, _ = sampled_jacobian_with_info(f, x, index, size=size, seed=seed, method=method,
+                                              order=order, step=step, vectorized=vectorized,
+                                              max_memory=max_memory, executor=executor,
+                                              progress=progress)
     return cols, idx
 
 

@@ -89,7 +89,6 @@ def _verify(prep, block, offsets, F, center):
 def _evaluate(prep, block, offsets, center):
     """Evaluate one block in process with the plan's strategy (verifying new batch sizes)."""
     task = prep.task
-    strategy = STRATEGIES[task.strategy]
     rows = len(offsets) * block.size + bool(center)
     try:
         F, fc = task.evaluate(block, offsets, center)
@@ -105,7 +104,7 @@ def _evaluate(prep, block, offsets, center):
         if first is not None:
             return first
         return _evaluate(prep, block, offsets, center)
-    if strategy.batched:
+    if task.batches:
         prep.ncalls += 1
         if prep.vectorized == "auto" and not _verify(prep, block, offsets, F, center):
             prep.nfev += rows  # the rejected batch was evaluated too
@@ -244,7 +243,7 @@ def _run_on_executor(prep, it, offs, W, centers, fx_flat, consume):
     if not rest:
         return
     tail = []
-    batched = STRATEGIES[prep.task.strategy].batched
+    batched = prep.task.batches
     if batched and rest[-1].size != rest[0].size:
         tail = [rest.pop()]
     if batched and rest and prep.vectorized == "auto":
@@ -254,7 +253,7 @@ def _run_on_executor(prep, it, offs, W, centers, fx_flat, consume):
             F, _ = _evaluate(prep, head, offs, False)  # verifies this batch size
             consume(head, combine(F, W, centers, fx_flat))
     job = BlockJob(prep.task, offs, W, centers, fx_flat)
-    per_block = 1 if STRATEGIES[prep.task.strategy].batched else None
+    per_block = 1 if prep.task.batches else None
     for block, D in map_blocks(prep.executor, job, rest):
         prep.nfev += len(offs) * block.size
         prep.ncalls += per_block or len(offs) * block.size

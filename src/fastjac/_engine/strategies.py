@@ -149,9 +149,15 @@ class Task:
             return np.result_type(self.x0.dtype, np.complex64)
         return self.x0.dtype
 
+    @property
+    def batches(self) -> bool:
+        """Whether a block is evaluated in one call (see :meth:`evaluate`)."""
+        return STRATEGIES[self.strategy].batched and \
+            self.n * np.dtype(self.stack_dtype).itemsize < POINTWISE_ROW_BYTES
+
     def evaluate(self, block, offsets, center=False):
         strategy = STRATEGIES[self.strategy]
-        if strategy.batched and self.n * np.dtype(self.stack_dtype).itemsize >= POINTWISE_ROW_BYTES:
+        if strategy.batched and not self.batches:
             # Points this large cost more to stack than to visit: a stack writes
             # every row before f reads it, while one buffer changed in place (a
             # coordinate) or refilled in one pass (a direction) is read by f alone.
