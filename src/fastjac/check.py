@@ -158,13 +158,13 @@ def check_jacobian(f, x, expected, *, mode="auto", seed=0, samples=6, directions
     """
     check_mode(mode)
     validate_counts(samples, directions, full_max, seed)
-    warm = warm_check(f, x, expected, "jacobian", mode, full_max, method, order, step, vectorized,
-                 max_memory, executor, rtol, atol)
+    warm, f0, spent = warm_check(f, x, expected, "jacobian", mode, full_max, method, order, step,
+                                 vectorized, max_memory, executor, rtol, atol)
     if warm is not None:
         return warm
     opts = _options(method, order, step, vectorized, max_memory, executor, progress)
     st = setup(f, x, opts, kind="jacobian", rtol=rtol, atol=atol,
-               seed=None if mode == "full" else seed)
+               seed=None if mode == "full" else seed, f0=f0, spent=spent)
     notes = []
     E2, dtypes = expected_matrix(st.prep, expected, "expected", notes)
     retolerance(st, dtypes, rtol, atol)
@@ -265,11 +265,11 @@ def check_grad(f, x, grad, *, mode="auto", seed=0, samples=6, directions=4, full
     opts = _options(method, order, step, vectorized, max_memory, executor, progress)
     if callable(grad) and not isinstance(grad, np.ndarray):
         grad = call_like(grad, x)
-    warm = warm_check(f, x, grad, "grad/full", mode, full_max, method, order, step, vectorized,
-                 max_memory, executor, rtol, atol)
+    warm, f0, spent = warm_check(f, x, grad, "grad/full", mode, full_max, method, order, step,
+                                 vectorized, max_memory, executor, rtol, atol)
     if warm is not None:
         return warm
-    st = setup(f, x, opts, kind="grad", rtol=rtol, atol=atol, seed=seed)
+    st = setup(f, x, opts, kind="grad", rtol=rtol, atol=atol, seed=seed, f0=f0, spent=spent)
     prep = st.prep
     if prep.m != 1:
         raise ValueError(f"`f` must return a scalar loss for check_grad; f(x) has shape "

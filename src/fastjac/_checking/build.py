@@ -56,8 +56,12 @@ class Setup:
         return f"{self.method}-{self.order}"
 
 
-def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0=None):
-    """Validate the options, prepare the engine and pick the tolerance."""
+def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0=None,
+          spent=0):
+    """Validate the options, prepare the engine and pick the tolerance.
+
+    ``f0`` is ``f(x)`` when the caller has it; ``spent`` counts points the
+    caller already evaluated (they belong in ``nfev``)."""
     t_start = time.perf_counter()
     method = options.get("method", "central")
     order = options.get("order")
@@ -67,6 +71,7 @@ def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0
     prep = prepare(f, x, method=method, order=order, vectorized=options.get("vectorized", "auto"),
                    max_memory=options.get("max_memory"), executor=options.get("executor"),
                    progress=options.get("progress", "auto"), f0=f0)
+    prep.nfev += spent
     if prep.fx.dtype.kind not in "biuf":
         raise TypeError(f"`f` must return real numbers; got dtype {prep.fx.dtype}.")
     dtype = T.tolerance_dtype(prep.x0.dtype, prep.fx.dtype, *dtypes)

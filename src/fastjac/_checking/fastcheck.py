@@ -75,48 +75,53 @@ class FastCheck:
         self.batch_tol = 8 * prep.eps ** (2 / 3)
 
     def __call__(self, f, x, E):
+        """``(report, f0, points)``; on a miss the report is None (see ``warm_check``)."""
         t_start = time.perf_counter()
+        if type(E) is not np.ndarray or E.size != self.m * self.n:
+            return None, None, 0
         y = f(readonly(x))
+        if isinstance(y, np.generic):
+            y = np.asarray(y)  # a scalar loss
         if type(y) is not np.ndarray or y.shape != self.out_shape or y.dtype != self.out_dtype:
-            return None
+            return None, y, 1
         fx = y.copy()  # f may reuse its output buffer in the batch below
         fxf = fx.reshape(-1)
         if not math.isfinite(fxf.dot(fxf)):
-            return None
+            return None, fx, 1
         got = self.fp(x)
         if got is None:
-            return None
+            return None, fx, 1 + (self.fp.rows if self.fp.layout != "points" else 0)
         JT, center, h = got
+        spent = 1 + self.fp.rows
         if not (center == fxf).all():
             scale = max(1.0, float(np.max(np.abs(fxf), initial=0.0)))
             if not np.all(np.abs(center - fxf) <= self.batch_tol * scale):
-                return None
+                return None, fx, spent
         ET = E.reshape(self.m, self.n).T
         absE = np.abs(ET)
         emax = float(absE.max(initial=0.0))
         if not math.isfinite(emax):
-            return None
+            return None, fx, spent
         atol, notes = self.atol, self.notes
         if not self.user_atol and self.rtol * emax < atol:
-            return None  # small derivatives: the general path scales atol (and says so)
+            return None, fx, spent  # small derivatives: the general path scales atol (and says so)
         absE *= self.rtol
         absE += atol
         err = np.subtract(JT, ET)
         np.abs(err, out=err)
         if not (err <= absE).all():
-            return None
+            return None, fx, spent
         J = JT.T.reshape(self.report_shape)
         expected = E.reshape(self.report_shape)
         fs = SimpleNamespace(fx=fx, eps=self.eps, stencil=self.stencil)
-        nfev = 2 + self.S * self.n
         return JacobianCheck(
-            passed=True, verdict="pass", numeric=J, expected=expected, nfev=nfev,
+            passed=True, verdict="pass", numeric=J, expected=expected, nfev=spent,
             method=self.method_name, step=h.reshape(x.shape), rtol=self.rtol, atol=atol,
             dtype=self.dtype_name, kind=self.kind, notes=list(notes),
             seconds=time.perf_counter() - t_start,
             counts=lambda: {name: (self.m * self.n if name == "ok" else 0)
                             for name in STATUS_NAMES},
-            **_lazy_figures(self, fs, JT, E, h, atol, x))
+            **_lazy_figures(self, fs, JT, E, h, atol, x)), fx, spent
 
 
 def _lazy_figures(fc, fs, JT, E, h, atol, x):

@@ -257,14 +257,19 @@ def nan_guard(st):
 
 
 def warm_check(f, x, expected, kind, mode, full_max, method, order, step, vectorized, max_memory,
-          executor, rtol, atol):
-    """A full check answered by its warm fast path, or None."""
+               executor, rtol, atol):
+    """``(report, f0, points)``: a full check answered by its warm fast path.
+
+    On a miss the report is None, and ``f0`` (``f(x)``, if the fast path got as
+    far) and ``points`` (what it evaluated) go to the general path, which
+    reuses the one and counts the other.
+    """
     if type(x) is not np.ndarray or step is not None or max_memory is not None or \
             executor is not None or not (mode == "full" or (mode == "auto" and x.size <= full_max)):
-        return None
+        return None, None, 0
     fc = fast_check(f, x, expected, kind, method, FIRST_PASS_ORDER[method] if order is None
                     and method in FIRST_PASS_ORDER else order, vectorized, rtol, atol)
-    return None if fc is None else fc(f, x, expected)
+    return (None, None, 0) if fc is None else fc(f, x, expected)
 
 
 def retolerance(st, dtypes, rtol, atol):
