@@ -8,6 +8,7 @@ failing direction), :mod:`.diagnose` (what the pattern says), and
 """
 from .assemble import early, finish, nonfinite_note
 from .build import (FIRST_PASS_ORDER, JACOBIAN_OPTIONS, Setup, determinism_failure, directional,
+                    first_pass_order,
                     full, setup)
 from .diagnose import diagnose
 from .fastcheck import lookup as fast_check, remember as fast_remember_check
@@ -21,6 +22,7 @@ from .runner import (GRAD_MODES, JACOBIAN_FULL_MAX, JACOBIAN_MODES, ROWS_MAX, as
                      validate_counts, vjp_check, warm_check)
 
 __all__ = ["early", "finish", "nonfinite_note", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS", "Setup",
+           "first_pass_order",
            "determinism_failure", "directional", "full", "setup", "diagnose", "fast_check",
            "fast_remember_check", "REVIEW_COLUMNS",
            "Judgement", "judge", "Found", "localize", "Directions", "Problem", "OFFSETS",

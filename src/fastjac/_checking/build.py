@@ -22,14 +22,42 @@ from .guards import deterministic
 from .problem import Directions, Problem
 
 __all__ = ["Setup", "setup", "full", "directional", "FIRST_PASS_ORDER", "JACOBIAN_OPTIONS",
-           "atol_cap"]
+           "atol_cap", "first_pass_order"]
 
-#: Stencil order of a check's first pass, per method: each method's natural
-#: order.  A 4th-order first pass doubles the evaluations of every check;
-#: the second opinions re-measure flagged entries at 6th order instead, and
-#: the mutation suite (tests/test_mutations.py) loses no bug and gains no
-#: false alarm with this choice (docs/checks.md has the measurement).
-FIRST_PASS_ORDER = dict(DEFAULT_ORDER)
+#: A first pass's error model must sit this far below the tolerance it serves.
+FIRST_PASS_MARGIN = 100.0
+
+
+def first_pass_order(method, dtype, rtol=None):
+    """The lowest stencil order whose error model resolves the tolerance.
+
+    A stencil of order ``p`` at its balanced step has a relative error of about
+    ``EPS**(p/(p+1))``; the first pass takes the lowest order for which that
+    is ``FIRST_PASS_MARGIN`` times below ``rtol`` (the table's for ``dtype``
+    unless given): central differences of order 2 in float64 (3.7e-11 against
+    1e-6), of order 4 in float32 (3e-6 against 1e-3; order 2 would give 2.4e-5
+    and, measured on the mutation suite, lose 39 of 320 1% scale errors and 2
+    zeroed rows), order 2 for one-sided ones.  Flagged entries are re-measured
+    at 6th order by the second opinions, so a 4th-order first pass everywhere
+    would double the evaluations of every check for nothing (docs/checks.md).
+    """
+    from ..stencils import STENCILS
+    from ..steps import eps_for
+
+    get_stencil(method)  # the table's error for an unknown method
+    orders = sorted(o for m, o in STENCILS if m == method)
+    if method == "complex":
+        return orders[0]
+    eps = eps_for(dtype)
+    rtol = T.tolerance_for(dtype).rtol if rtol is None else rtol
+    for p in orders:
+        if eps ** (p / (p + 1)) * FIRST_PASS_MARGIN <= rtol:
+            return p
+    return orders[-1]
+
+
+#: The first pass's order for float64 inputs, per method (see first_pass_order).
+FIRST_PASS_ORDER = {m: first_pass_order(m, np.float64) for m in DEFAULT_ORDER}
 
 JACOBIAN_OPTIONS = ("method", "order", "step", "vectorized", "max_memory", "executor", "progress")
 
@@ -56,6 +84,18 @@ class Setup:
         return f"{self.method}-{self.order}"
 
 
+def _input_dtype(x):
+    """The working dtype of ``x`` (or of its least precise part), without copying it."""
+    from .._inputs import is_multi
+    from .._validate import working_dtype
+
+    parts = (x.values() if isinstance(x, dict) else x) if is_multi(x) else [x]
+    try:
+        return T.tolerance_dtype(*[working_dtype(np.asarray(p).dtype) for p in parts])
+    except TypeError:
+        return "float64"  # not numbers: prepare says so, naming x
+
+
 def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0=None,
           spent=0):
     """Validate the options, prepare the engine and pick the tolerance.
@@ -65,12 +105,19 @@ def setup(f, x, options, *, kind, dtypes=(), rtol=None, atol=None, seed=None, f0
     t_start = time.perf_counter()
     method = options.get("method", "central")
     order = options.get("order")
-    if order is None:
-        get_stencil(method)  # the table's error for an unknown method
-        order = FIRST_PASS_ORDER[method]
-    prep = prepare(f, x, method=method, order=order, vectorized=options.get("vectorized", "auto"),
-                   max_memory=options.get("max_memory"), executor=options.get("executor"),
-                   progress=options.get("progress", "auto"), f0=f0)
+    T.tolerance_for(np.float64, rtol=rtol, atol=atol)  # validates both, naming them
+    chosen = order is None
+    if chosen:
+        order = first_pass_order(method, _input_dtype(x), rtol)
+    opts = dict(method=method, vectorized=options.get("vectorized", "auto"),
+                max_memory=options.get("max_memory"), executor=options.get("executor"),
+                progress=options.get("progress", "auto"))
+    prep = prepare(f, x, order=order, f0=f0, **opts)
+    if chosen and prep.fx.dtype.kind == "f":
+        lower = first_pass_order(method, T.tolerance_dtype(prep.x0.dtype, prep.fx.dtype), rtol)
+        if lower != order:  # f computes in a lower precision than x: its own order
+            order = lower
+            prep = prepare(f, x, order=order, f0=prep.fx, **opts)
     prep.nfev += spent
     if prep.fx.dtype.kind not in "biuf":
         raise TypeError(f"`f` must return real numbers; got dtype {prep.fx.dtype}.")

@@ -162,16 +162,22 @@ def _review(problem, j, cols):
 
 
 def _spacing(prep, D, cols):
-    """A quarter of each column's first step, as the perturbed point really takes it."""
-    h = np.asarray(D.step[cols], dtype=np.float64) / 4.0
-    if prep.stencil.complex_step:
-        # The complex step is ~EPS; the real second opinion needs a real-sized
-        # step: a quarter of the one central differences of order 4 would take.
-        from ..stencils import get_stencil
-        from ..steps import relative_step
+    """The second look's spacing: a quarter of the step central differences of
+    order 2 would take for the column (``EPS**(1/3)`` relative), as the perturbed
+    point really takes it.
 
-        h = h * relative_step(get_stencil("central", 4), prep.eps) / relative_step(
-            prep.stencil, prep.eps)
+    Not a quarter of the first pass's own step: a 4th-order first pass (float32)
+    steps ``EPS**(1/5)``, 8x wider, and a window that wide under-resolves a
+    sharply curved f into something that looks like a kink; the complex step's
+    is ~EPS, far too small for real differences.
+    """
+    from ..stencils import get_stencil
+    from ..steps import relative_step
+
+    h = np.asarray(D.step[cols], dtype=np.float64) / 4.0
+    ratio = relative_step(get_stencil("central", 2), prep.eps) / relative_step(prep.stencil,
+                                                                              prep.eps)
+    h = h * ratio
     coord = cols < len(D.index)
     if coord.any():
         x = prep.x0[D.index[cols[coord]]]

@@ -17,7 +17,7 @@ from .._validate import check_int, check_seed, describe, make_rng, real_array
 from .._vocabulary import STATUS_CODES
 from ..report import Diagnosis, Mismatch
 from .assemble import early, finish, nonfinite_note
-from .build import FIRST_PASS_ORDER, determinism_failure, directional, full
+from .build import determinism_failure, directional, first_pass_order, full
 from .diagnose import diagnose
 from .fastcheck import lookup as fast_check, remember as fast_remember_check
 from .judging import judge
@@ -267,8 +267,12 @@ def warm_check(f, x, expected, kind, mode, full_max, method, order, step, vector
     if type(x) is not np.ndarray or step is not None or max_memory is not None or \
             executor is not None or not (mode == "full" or (mode == "auto" and x.size <= full_max)):
         return None, None, 0
-    fc = fast_check(f, x, expected, kind, method, FIRST_PASS_ORDER[method] if order is None
-                    and method in FIRST_PASS_ORDER else order, vectorized, rtol, atol)
+    if order is None:
+        try:
+            order = first_pass_order(method, x.dtype if x.dtype.kind == "f" else np.float64, rtol)
+        except (ValueError, TypeError):
+            return None, None, 0  # bad method or rtol: the general path names it
+    fc = fast_check(f, x, expected, kind, method, order, vectorized, rtol, atol)
     return (None, None, 0) if fc is None else fc(f, x, expected)
 
 
