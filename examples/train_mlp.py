@@ -84,8 +84,10 @@ def train(*, steps, batch, hidden, lr, seed, dtype, every, bug=None, bug_step=No
         injected = (bug, 0.5) if bug is not None and step >= bug_step else None
         value, grads = loss_and_grads(params, xb, yb, injected)
         # The check must see the batch the gradient was computed on: pass a
-        # closure over this step's batch.
-        monitor(step, params, grads, loss_fn=lambda p, xb=xb, yb=yb: loss(p, xb, yb))
+        # closure over this step's batch.  Passing the loss value this step
+        # computed makes the NaN/inf screen free (see docs/monitor.md).
+        monitor(step, params, grads, loss_fn=lambda p, xb=xb, yb=yb: loss(p, xb, yb),
+                loss=value)
         if reports and reports[-1].training_step == step and len(reports) == 1:
             r = reports[-1]
             log(f"  step {step:4d}: monitor FAILED, culprit {', '.join(r.culprits) or '?'}, "
