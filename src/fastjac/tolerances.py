@@ -5,14 +5,13 @@ user's overrides, keyed by the *least precise* dtype involved (x, f(x) and
 the expected derivative).  Tolerances are per entry and never scale with
 the size of the output.
 
-How the defaults were chosen (see ``docs/checks.md``): a check compares the
-analytic value with a 4th-order central estimate whose error is ~1e-12
-relative in float64 and ~1e-5 in float32 (round-off ``EPS |f| / h`` at
-``h = EPS**(1/5)``).  ``rtol`` sits three orders of magnitude above that
-error and at least an order below the smallest bug the suite must catch
-(a 1.01 scale in float64, a 10% error in float32).  Anything between the
-tolerance and the estimated noise goes to a second opinion, not to a
-verdict.
+How the defaults were chosen (see ``docs/checks.md``): a check's first pass
+is a central difference whose error model (truncation plus round-off
+``EPS |f| / h`` at the balanced step) is ~4e-11 relative in float64 (order 2)
+and ~3e-6 in float32 (order 4).  ``rtol`` sits two or more orders of
+magnitude above that error and at least an order below the smallest bug the
+mutation suite must catch (a 1.01 scale).  Entries between the tolerance and
+the estimated noise go to a second opinion, not to a verdict.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def _close(a, b, rtol, atol):
         return bool(np.all(np.abs(a - b) <= atol + rtol * np.maximum(np.abs(a), np.abs(b))))
 
 
-def _factor(E, N, dims):
+def _factor(E, N, dims, where=None):
     """A common ratio ``E / N`` over the wrong entries, as a Diagnosis (or None)."""
     use = np.abs(N) > 0
     if use.sum() < 1:
@@ -45,10 +45,10 @@ def _factor(E, N, dims):
     lo, hi = float(ratio.min()), float(ratio.max())
     span = f"{lo:.4g}" if np.isclose(lo, hi, rtol=1e-4) else f"from {lo:.4g} to {hi:.4g}"
     count = int(use.sum())
-    what = "entry is" if count == 1 else f"{count} entries are"
+    what = "the wrong entry is" if count == 1 else f"all {count} wrong entries are"
     if abs(c + 1) <= _SPREAD:
         return Diagnosis("sign", "a sign flip: expected is the negative of the derivative",
-                         f"the wrong {what} -1x the numeric value (expected / numeric {span})")
+                         f"{what} -1x the numeric value (expected / numeric {span})")
     hint = ""
     for name, size in dims:
         if size > 1 and abs(c - size) <= _SPREAD * size:
@@ -61,24 +61,57 @@ def _factor(E, N, dims):
         hint = " (the 2 of a square's derivative counted twice?)"
     elif not hint and abs(c - 0.5) <= _SPREAD * 0.5:
         hint = " (the 2 of a square's derivative missing?)"
+    if count == 1 and where is not None:
+        return Diagnosis("entry", f"one entry is wrong: {where}, {c:.4g}x the numeric value",
+                         f"only {where} is a confirmed mismatch (expected / numeric {span})")
     return Diagnosis("factor", f"a missing or extra factor {c:.4g}{hint}",
-                     f"the wrong {what} {c:.4g}x the numeric value (expected / numeric {span})")
+                     f"{what} {c:.4g}x the numeric value (expected / numeric {span})")
 
 
 def _transposed(E2, N2, rtol, atol, x_shape, out_shape):
-    """Does a transposed layout of ``expected`` match the numeric Jacobian?"""
+    """Does ``expected`` hold the numeric Jacobian in another layout?
+
+    Tried: the matrix transposed, then every other order of the axes of ``x``
+    (and of ``f(x)``), the result read back in the original shape.  A
+    permutation that keeps the shape is a transposed matrix argument; one
+    that does not is a transpose before a reshape (``g.T.reshape(x.shape)``),
+    the values right but in the wrong order.
+    """
+    from itertools import permutations
+
     m, n = E2.shape
-    if m == n and m > 1 and not _close(E2, N2, rtol, atol) and _close(E2.T, N2, rtol, atol):
+    if _close(E2, N2, rtol, atol):
+        return None
+    if m == n and m > 1 and _close(E2.T, N2, rtol, atol):
         return Diagnosis("transpose", "expected looks transposed: its transpose matches",
                          f"expected.T equals the numeric Jacobian ({m} x {n}) within tolerance")
-    if len(x_shape) == 2 and x_shape[0] == x_shape[1] > 1:
-        p = x_shape[0]
-        Et = E2.reshape(m, p, p).transpose(0, 2, 1).reshape(m, n)
-        if not _close(E2, N2, rtol, atol) and _close(Et, N2, rtol, atol):
-            return Diagnosis("transpose",
-                             "the derivative w.r.t. a square matrix looks transposed",
-                             f"expected with its last two axes swapped ({p} x {p}) equals the "
-                             "numeric derivative within tolerance")
+    for side, shape in (("x", tuple(x_shape)), ("f(x)", tuple(out_shape))):
+        if not 2 <= len(shape) <= 4 or int(np.prod(shape)) != (n if side == "x" else m):
+            continue
+        for perm in permutations(range(len(shape))):
+            if perm == tuple(range(len(shape))):
+                continue
+            moved = tuple(shape[a] for a in perm)
+            if side == "x":
+                Np = N2.reshape((m,) + shape).transpose((0,) + tuple(1 + a for a in perm))
+                Np = Np.reshape(m, n)
+            else:
+                Np = N2.reshape(shape + (n,)).transpose(perm + (len(shape),)).reshape(m, n)
+            if not _close(E2, Np, rtol, atol):
+                continue
+            order = ", ".join(str(a) for a in perm)
+            if moved == shape:
+                return Diagnosis("transpose",
+                                 f"the derivative is laid out with the axes of {side} transposed",
+                                 f"the numeric derivative with the axes of {side} in the order "
+                                 f"({order}) equals expected within tolerance")
+            return Diagnosis("layout",
+                             f"expected holds the right values in the wrong order: the axes of "
+                             f"{side} transposed and then reshaped to {shape} "
+                             f"(a `.T.reshape(...)`, or Fortran order?)",
+                             f"the numeric derivative with the axes of {side} in the order "
+                             f"({order}), shape {moved}, read in C order as {shape}, equals "
+                             "expected within tolerance")
     return None
 
 
@@ -135,6 +168,13 @@ def _row_or_column(rows, cols, R, K, out_label, in_label):
     return None
 
 
+def _entry_label(problem, r, k):
+    """``out[i] / in[j]``, as the report's worst-entries table names the entry."""
+    from ..report import Mismatch
+
+    return Mismatch(problem.out_label(r), problem.in_label(k), 0, 0, 0, 0, 0, 0, "bug").where
+
+
 def _fmt(index, prefix):
     from ..report import Mismatch
 
@@ -160,7 +200,10 @@ def diagnose(problem, judgement, *, full=False, x_shape=(), out_shape=(), spec=N
         dims = [(f"axis {a} of x", s) for a, s in enumerate(x_shape)]
         dims += [(f"axis {a} of f(x)", s) for a, s in enumerate(out_shape)]
         rtol, atol = problem.rtol, problem.atol
-        for rule in (lambda: smooth.any() and _factor(E[smooth], N[smooth], dims),
+        where = None
+        if full and len(rows) == 1:
+            where = _entry_label(problem, int(rows[0]), int(cols[0]))
+        for rule in (lambda: smooth.any() and _factor(E[smooth], N[smooth], dims, where),
                      lambda: full and _transposed(np.asarray(problem.expected, np.float64),
                                                   problem.numeric, max(rtol, 1e-6), atol,
                                                   x_shape, out_shape),
