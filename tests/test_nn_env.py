@@ -42,6 +42,29 @@ def test_numpy_backend_never_imports_numba():
     assert r.stdout.strip() == "ok"
 
 
+def test_kernels_run_as_python_with_the_jit_disabled():
+    """NUMBA_DISABLE_JIT=1 (coverage runs, debugging) runs the kernels as Python:
+    the results, and the loss values' type (a float), are those of the JIT."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from fastjac import nn
+        for rule in nn.RULES.values():
+            s = rule.sample((4, 3))
+            for backend in ("numba", "numpy"):
+                value = rule.forward(*s.args, backend=backend)
+                if rule.kind == "loss":
+                    assert type(value) is float, (rule.name, backend, type(value))
+                    assert type(rule.value_and_grad(*s.args, backend=backend)[0]) is float
+                rule.vjp(*s.vjp_args, s.cotangent, backend=backend)
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
 def test_cache_fallback_monkeypatched_no_locator():
     """Real Numba code path: with no cache locator Numba raises 'cannot cache'
     at decoration; lazy_njit must fall back to cache=False and still work."""

@@ -346,8 +346,11 @@ def check_jvp(f, x, jvp_fn, *, directions=4, samples=6, seed=0, rtol=None, atol=
     --------
     >>> import numpy as np, fastjac
     >>> A = np.arange(6.0).reshape(2, 3)
-    >>> fastjac.check_jvp(lambda x: A @ x, np.ones(3), lambda v: A @ v).passed
+    >>> jvp = lambda v: A @ v
+    >>> fastjac.check_jvp(lambda x: A @ x, np.ones(3), jvp).passed
     True
+    >>> fastjac.check_jvp(lambda x: A @ x, np.ones(3), lambda v: 2 * jvp(v)).verdict
+    'fail'
     """
     st, early_report = _start(f, x, "jvp", samples, directions, seed, rtol, atol,
                               _options(method, order, step, vectorized, max_memory, executor,

@@ -105,58 +105,69 @@ so pytest-benchmark's `benchmark` fixture times them like any other:
 """
 
 
+#: Each command's options: (flags, argparse keywords), in the order --help lists them.
+_OPTIONS = {
+    "demo": (
+        (("--full",), dict(action="store_true", help="also print the matrices")),
+        (("--seed",), dict(type=int, default=0, help="seed of the random W, b, x (default 0)")),
+        (("--at-scale",), dict(default="100,1000", metavar="N[,N...]",
+                               help="input sizes of the 'at scale' table (default 100,1000; "
+                                    "0 skips it)")),
+    ),
+    "check": (
+        (("target",), dict(metavar="MODULE:FUNC", help="the function f(x) to differentiate")),
+        (("--shape",), dict(help="shape of x, e.g. 3 or 3,4 (random x from --seed)")),
+        (("--x",), dict(dest="x_values", metavar="VALUES",
+                        help='comma-separated values of x, e.g. "1,2,3" (reshaped to --shape)')),
+        (("--expected",), dict(metavar="MODULE:FUNC",
+                               help="function returning the analytic Jacobian at x")),
+        (("--method",), dict(default="central", help="finite-difference method: central, "
+                                                     "forward, backward or complex")),
+        (("--order",), dict(type=int, default=None, help="truncation order (method default)")),
+        (("--dtype",), dict(default="float64", help="float32 or float64 (default float64)")),
+        (("--seed",), dict(type=int, default=0, help="seed of the random x (default 0)")),
+        (("--rtol",), dict(type=float, default=None, help="relative tolerance of the check")),
+        (("--atol",), dict(type=float, default=None, help="absolute tolerance of the check")),
+    ),
+    "bench": (
+        (("--quick",), dict(action="store_true", help="few repeats: finishes in ~10 s")),
+        (("--sizes",), dict(default="10,100,1000", help="comma-separated n (default 10,100,1000)")),
+        (("--workloads",), dict(default=None,
+                                help="comma-separated subset of the workloads (default: all)")),
+        (("--json",), dict(metavar="PATH", help="write the results as pytest-benchmark JSON "
+                                                "(needs pytest-benchmark)")),
+        (("--plot",), dict(metavar="PATH.png", help="write a PNG, one panel per group: log-log "
+                                                    "time vs n (bars without n)")),
+        (("--from-json",), dict(metavar="PATH",
+                                help="render any pytest-benchmark JSON file instead of running")),
+        (("--markdown",), dict(action="store_true", help="print the table as markdown")),
+        (("--seed",), dict(type=int, default=0, help="seed of the random inputs (default 0)")),
+    ),
+}
+
+
 def _parser():
     p = _Parser(prog="fastjac", description="Fast numeric Jacobians and derivative checks.",
                 epilog=_MAIN_EPILOG, formatter_class=_FORMATTER)
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="{demo,check,bench}", parser_class=_Parser)
-
-    d = sub.add_parser("demo", help="rerun the reference notebook's checks with fastjac",
-                       description="Rerun every gradient check of the reference notebook "
-                       "with fastjac: verdict, error norm, time against the element loop.",
-                       epilog=_DEMO_EPILOG, formatter_class=_FORMATTER)
-    d.add_argument("--full", action="store_true", help="also print the matrices")
-    d.add_argument("--seed", type=int, default=0, help="seed of the random W, b, x (default 0)")
-    d.add_argument("--at-scale", default="100,1000", metavar="N[,N...]",
-                   help="input sizes of the 'at scale' table (default 100,1000; 0 skips it)")
-    d.set_defaults(func=_cmd_demo)
-
-    c = sub.add_parser("check", help="check a function's Jacobian from the shell",
-                       description="Numeric Jacobian of MODULE:FUNC at a point x, "
-                       "checked against --expected when given.",
-                       epilog=_CHECK_EPILOG, formatter_class=_FORMATTER)
-    c.add_argument("target", metavar="MODULE:FUNC", help="the function f(x) to differentiate")
-    c.add_argument("--shape", help="shape of x, e.g. 3 or 3,4 (random x from --seed)")
-    c.add_argument("--x", dest="x_values", metavar="VALUES",
-                   help='comma-separated values of x, e.g. "1,2,3" (reshaped to --shape)')
-    c.add_argument("--expected", metavar="MODULE:FUNC",
-                   help="function returning the analytic Jacobian at x")
-    c.add_argument("--method", default="central",
-                   help="finite-difference method: central, forward, backward or complex")
-    c.add_argument("--order", type=int, default=None, help="truncation order (method default)")
-    c.add_argument("--dtype", default="float64", help="float32 or float64 (default float64)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random x (default 0)")
-    c.add_argument("--rtol", type=float, default=None, help="relative tolerance of the check")
-    c.add_argument("--atol", type=float, default=None, help="absolute tolerance of the check")
-    c.set_defaults(func=_cmd_check)
-
-    b = sub.add_parser("bench", help="benchmark fastjac against the element loop (and scipy)",
-                       description="Time full Jacobians of the engine workloads: the "
-                       "notebook's element loop, fastjac, and scipy if installed.",
-                       epilog=_BENCH_EPILOG, formatter_class=_FORMATTER)
-    b.add_argument("--quick", action="store_true", help="few repeats: finishes in ~10 s")
-    b.add_argument("--sizes", default="10,100,1000", help="comma-separated n (default 10,100,1000)")
-    b.add_argument("--workloads", default=None,
-                   help="comma-separated subset of the workloads (default: all)")
-    b.add_argument("--json", metavar="PATH",
-                   help="write the results as pytest-benchmark JSON (needs pytest-benchmark)")
-    b.add_argument("--plot", metavar="PATH.png",
-                   help="write a PNG, one panel per group: log-log time vs n (bars without n)")
-    b.add_argument("--from-json", metavar="PATH",
-                   help="render any pytest-benchmark JSON file instead of running")
-    b.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    b.set_defaults(func=_cmd_bench)
+    commands = {
+        "demo": (_cmd_demo, "rerun the reference notebook's checks with fastjac",
+                 "Rerun every gradient check of the reference notebook with fastjac: verdict, "
+                 "error norm, time against the element loop.", _DEMO_EPILOG),
+        "check": (_cmd_check, "check a function's Jacobian from the shell",
+                  "Numeric Jacobian of MODULE:FUNC at a point x, checked against --expected "
+                  "when given.", _CHECK_EPILOG),
+        "bench": (_cmd_bench, "benchmark fastjac against the element loop (and scipy)",
+                  "Time full Jacobians of the engine workloads: the notebook's element loop, "
+                  "fastjac, and scipy if installed.", _BENCH_EPILOG),
+    }
+    for name, (func, short, description, epilog) in commands.items():
+        c = sub.add_parser(name, help=short, description=description, epilog=epilog,
+                           formatter_class=_FORMATTER)
+        for flags, keywords in _OPTIONS[name]:
+            c.add_argument(*flags, **keywords)
+        c.set_defaults(func=func)
     return p
 
 

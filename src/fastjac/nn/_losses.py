@@ -198,7 +198,7 @@ class Loss(Rule):
         kind = self._count_kind  # inline: a call to self._count would cost as much as the rest
         inv = 1.0 if kind == "one" else a.shape[0] / a.size if kind == "samples" else 1.0 / a.size
         impl = entry[1] if a.size <= entry[0] else entry[2]
-        return impl(y, a, inv, grad, want_value) + 0.0  # + 0.0: no -0.0
+        return float(impl(y, a, inv, grad, want_value)) + 0.0  # + 0.0: no -0.0
 
     def _run(self, y, a, axis, out, backend, want_value, want_grad, method):
         check_backend(backend)
@@ -216,7 +216,7 @@ class Loss(Rule):
         if not self.canonical:
             impl = self.routes[method].pick(backend, a.size, 1, a.dtype)
             res = None if grad is None else empty_like_c(a.shape, a.dtype, grad)  # kernels write through ravel
-            value = impl(y, a, 1.0 / count, res, want_value) + 0.0
+            value = float(impl(y, a, 1.0 / count, res, want_value)) + 0.0
             return value, None if grad is None else finish(res, grad)
         y2, _ = to_2d(y, axis)
         a2, _ = to_2d(a, axis)
@@ -228,7 +228,7 @@ class Loss(Rule):
         else:
             g2, direct = np.empty((n, B), a.dtype), False
         impl = self.routes[method].pick(backend, n, B, a.dtype)
-        value = impl(contiguous(y2), contiguous(a2), 1.0 / count, g2, want_value) + 0.0
+        value = float(impl(contiguous(y2), contiguous(a2), 1.0 / count, g2, want_value)) + 0.0
         if not direct:
             grad[...] = from_2d(g2, a, axis)
         return value, grad
