@@ -24,6 +24,12 @@ def _target(f):
     return f, None
 
 
+#: Types whose instances cannot be weakly referenced (numpy ufuncs, builtins):
+#: learned on first sight, so later lookups skip the failing weak one (an
+#: exception costs as much as the rest of a warm call's lookup).
+_STRONG_TYPES: set = set()
+
+
 class FunctionMemo:
     """``memo.get(f, key)`` / ``memo.set(f, key, value)``, weak in ``f``.
 
@@ -40,10 +46,11 @@ class FunctionMemo:
 
     def get(self, f, key):
         owner, sub = _target(f)
-        try:
-            return self._table.get(owner, {}).get((sub, key))
-        except TypeError:  # not weak-referenceable
-            pass
+        if type(owner) not in _STRONG_TYPES:
+            try:
+                return self._table.get(owner, {}).get((sub, key))
+            except TypeError:  # not weak-referenceable: nor is any of its type
+                _STRONG_TYPES.add(type(owner))
         try:
             got = self._strong.get((owner, sub, key))
         except TypeError:  # unhashable
@@ -54,11 +61,12 @@ class FunctionMemo:
 
     def set(self, f, key, value) -> None:
         owner, sub = _target(f)
-        try:
-            self._table.setdefault(owner, {})[(sub, key)] = value
-            return
-        except TypeError:
-            pass
+        if type(owner) not in _STRONG_TYPES:
+            try:
+                self._table.setdefault(owner, {})[(sub, key)] = value
+                return
+            except TypeError:
+                _STRONG_TYPES.add(type(owner))
         try:
             self._strong[(owner, sub, key)] = value
         except TypeError:

@@ -68,7 +68,7 @@ def jacobian_with_info(f, x, *, method="central", order=None, step=None, vectori
     else:
         JT, stats = dense_jacobian(prep, h, estimates)
         if step is None and not combos:
-            fast_remember(prep, method, order)
+            fast_remember(prep, method, order, stats=stats)
     # J is stored transposed, (n, m), so each block writes contiguous rows;
     # the transpose below is a view, so there is no extra pass over J.
     out_shape, x_shape = prep.out_shape, prep.x_shape
@@ -264,7 +264,7 @@ def _warm(f, x, method, order, vectorized):
     """J from the plan's fast path (one call of f), or None."""
     fast = fast_lookup(f, x, method, order, vectorized)
     if fast is not None:
-        got = fast(x)
+        got = fast(x, f)
         if got is not None:
             return got[0].T.reshape(fast.out_shape + fast.x_shape)
     return None

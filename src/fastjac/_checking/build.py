@@ -159,7 +159,7 @@ def full(st: Setup, E2, *, out_label, in_label, shape, f=None, x=None):
     fast = None
     if st.step is None and prep.executor is None and prep.max_memory is None and x is not None:
         fast = fast_lookup(f, x, st.method, st.order, prep.vectorized, center=True)
-    got = fast(x) if fast is not None else None
+    got = fast(x, f) if fast is not None else None
     if got is not None:
         JT, center, h = got
         prep.nfev += JT.shape[0] * prep.stencil.evaluations_per_column + 1
@@ -173,7 +173,7 @@ def full(st: Setup, E2, *, out_label, in_label, shape, f=None, x=None):
         center = None if stats is None else stats.center
         batched = prep.batched
         if st.step is None and stats is not None and x is not None:
-            fast_remember(prep, st.method, st.order, center=True)
+            fast_remember(prep, st.method, st.order, center=True, stats=stats)
     numeric = JT.T  # (m, n), a view
     directions = Directions(step=np.asarray(h, dtype=np.float64),
                             index=np.arange(prep.n), scale=np.maximum(1.0, np.abs(prep.x0)))

@@ -88,9 +88,9 @@ class FastCheck:
         fxf = fx.reshape(-1)
         if not math.isfinite(fxf.dot(fxf)):
             return None, fx, 1
-        got = self.fp(x)
+        got = self.fp(x, f)
         if got is None:
-            return None, fx, 1 + (self.fp.rows if self.fp.layout != "points" else 0)
+            return None, fx, 1 + self.fp.evaluated
         JT, center, h = got
         spent = 1 + self.fp.rows
         if not (center == fxf).all():

@@ -62,8 +62,13 @@ class TunedBlocks:
         self.factor = known
         tune = known is None and self.n >= MIN_BLOCKS_TO_TUNE * base
         factors = [c for c in TRIAL_FACTORS if c * base <= self.largest] if tune else []
+        # The trials take at most half the run, so they always complete and
+        # are remembered: a trial cut short would be run again on every call,
+        # its blocks of mixed sizes each a batch size to verify.
+        while factors and sum(factors) * _TRIALS_PER_FACTOR * base > self.n // 2:
+            factors.pop()
         self.plan = [c for c in factors for _ in range(_TRIALS_PER_FACTOR)] if len(factors) > 1 else []
-        self.complete = bool(self.plan) and sum(self.plan) * base < self.n
+        self.complete = bool(self.plan)
         if not self.plan and self.factor is None:
             self.factor = 1
         self.timings: dict = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,22 +27,26 @@ from ..steps import relative_step
 from .buffers import readonly
 from .combine import combine, split_weights
 from .directions import SparseDirections
-from .strategies import Task, evaluate_loop
+from .strategies import POINTWISE_ROW_BYTES, Task, evaluate_loop
 
 __all__ = ["FastPath", "FAST_MAX_BYTES", "lookup", "remember"]
 
 #: Largest stack (all points of the problem) served by a fast path: beyond
 #: it the pipeline's chunking matters more than its bookkeeping.
 FAST_MAX_BYTES = 1 << 18
+#: Largest J served by a multi-block fast path, and the slowest general run
+#: it replaces.
+FAST_MAX_J_BYTES = 32 << 20
+#: Stacks up to this many entries are written as ``x + C * h`` (see _small_parts).
+SMALL_STACK_ENTRIES = 4096
+FAST_MAX_SECONDS = 0.5
 
 
 class FastPath:
-    """One precomputed block covering every coordinate, for one plan.
+    """Precomputed blocks covering every coordinate, for one plan.
 
     Parameters
     ----------
-    f : callable
-        The function as the engine calls it.
     x_shape, dtype :
         The layout of ``x`` this path serves.
     out_shape, out_dtype :
@@ -55,52 +60,130 @@ class FastPath:
     rel : float
         Relative step ``EPS**(1/(p+1))`` of the step rule.
     center : bool
-        Whether the last point of the stack is ``x`` itself (a guard).
+        Whether the first block also evaluates ``x`` itself (a guard).
+    block : int, optional
+        Directions per block, as the pipeline chose them (default: all): the
+        same blocks give the same batches, so ``f``'s results (a BLAS
+        product's rounding depends on the batch size) are bitwise the
+        pipeline's.
     """
 
-    def __init__(self, f, x_shape, dtype, out_shape, out_dtype, layout, offsets, W, centers,
-                 rel, center=False, result_dtype=np.float64):
+    def __init__(self, x_shape, dtype, out_shape, out_dtype, layout, offsets, W, centers,
+                 rel, center=False, result_dtype=np.float64, block=None):
         n = int(np.prod(x_shape, dtype=np.int64))
         S = len(offsets)
-        rows = S * n + bool(center)
-        self.f, self.x_shape, self.dtype, self.n = f, tuple(x_shape), np.dtype(dtype), n
+        # No reference to f: the path is filed under f in a table weak in f,
+        # and a value that held f would keep it (and its closure) alive forever.
+        self.x_shape, self.dtype, self.n = tuple(x_shape), np.dtype(dtype), n
         self.out_shape, self.out_dtype = tuple(out_shape), np.dtype(out_dtype)
         self.m = int(np.prod(out_shape, dtype=np.int64))
-        self.layout, self.rows, self.center = layout, rows, center
+        self.layout, self.rows, self.center = layout, S * n + bool(center), center
         self.offsets, self.W, self.centers, self.rel = offsets, W, centers, rel
+        self.result_dtype = np.dtype(result_dtype)
         # The central difference's form in .combine: one subtraction, one weight.
         self.central = S == 2 and W.shape[0] == 1 and W[0, 0] == -W[0, 1] and centers[0] == 0
-        self.w1 = np.dtype(dtype).type(W[0, 1]) if self.central else None
+        self.w1 = self.out_dtype.type(W[0, 1]) if self.central else None
+        self.evaluated = 0  # points evaluated by the last call (counted on a miss too)
         if layout == "points":
             # f takes one point at a time: the loop strategy's own code, on a
             # block of every coordinate prepared once.
-            self.task = Task(f, np.empty(n, self.dtype), self.x_shape, self.out_shape,
-                             np.dtype(result_dtype), strategy="loop")
+            self.task = Task(None, np.empty(n, self.dtype), self.x_shape, self.out_shape,
+                             self.result_dtype, strategy="loop")
             self.indices = np.arange(n)
             self.indptr = np.arange(n + 1)
-        elif layout == "leading":
-            shape = (rows, n)
-            self.stack = np.empty(shape, dtype=self.dtype)
-            flat = self.stack.reshape(-1)
-            # The entries offset s moves: (s*n + j, j) in leading, (j, s*n + j) in trailing.
-            self.moved = [flat[s * n * n::n + 1][:n] for s in range(S)]
-            self.batch = readonly(self.stack).reshape((rows,) + self.x_shape)
-            self.want = (rows,) + self.out_shape
+            self.blocks = []
         else:
-            self.stack = np.empty((n, rows), dtype=self.dtype)
-            flat = self.stack.reshape(-1)
-            self.moved = [flat[s * n::rows + 1][:n] for s in range(S)]
-            self.batch = readonly(self.stack).reshape(self.x_shape + (rows,))
-            self.want = self.out_shape + (rows,)
+            b = n if block is None else max(1, min(int(block), n))
+            self.blocks = [self._block(lo, min(b, n - lo), center and lo == 0)
+                           for lo in range(0, n, b)]
         self.h = np.empty(n, dtype=self.dtype)
+        # Constants as 0-d arrays of the working dtype: numpy converts a Python
+        # float on every call, which on tiny arrays costs a third of the ufunc.
+        self.one = np.array(1.0, dtype=self.dtype)
+        self.rel0 = np.array(rel, dtype=self.dtype)
+        self.w10 = np.array(self.w1) if self.central else None
+        self.small = None
+        if (layout == "leading" and len(self.blocks) == 1 and self.central
+                and self.rows * n <= SMALL_STACK_ENTRIES):
+            self.small = self._small_parts()
         self.owner = threading.get_ident()
         self.busy = False
 
-    def __call__(self, x):
+    def _small_parts(self):
+        """For a small stack, the offsets as one matrix: ``stack = x + C * h``.
+
+        ``C`` holds ``c_s`` where offset ``s`` moves coordinate ``j`` and -0.0
+        elsewhere (``x + -0.0`` is ``x`` bitwise, signed zeros included), so two
+        ufunc calls write the whole stack where a fill and one call per offset
+        took ``S + 1``: on the notebook's 3-12 inputs each call costs as much
+        as ``f``.  The values are those of the general path's ``x + c h``.
+        """
+        n, S = self.n, len(self.offsets)
+        C = np.full((self.rows, n), -0.0, dtype=self.dtype)
+        for s, c in enumerate(self.offsets):
+            C[s * n + np.arange(n), np.arange(n)] = c
+        blk = self.blocks[0]
+        inv = np.empty(n, dtype=self.dtype)
+        return C, np.empty_like(C), blk.stack, blk.batch, blk.want, inv, inv[:, None]
+
+    def _small(self, f, xf, taken):
+        C, P, stack, batch, want, inv, inv_col = self.small
+        np.multiply(C, taken, out=P)
+        np.add(xf, P, out=stack)
+        self.busy = True
+        try:
+            Y = f(batch)
+        finally:
+            self.busy = False
+        self.evaluated = self.rows
+        if type(Y) is not np.ndarray or Y.shape != want or Y.dtype != self.out_dtype:
+            return None
+        n, m = self.n, self.m
+        if self.center:
+            Y2 = Y.reshape(self.rows, m)
+            F, center = Y2[:2 * n].reshape(2, n, m), Y2[-1].copy()
+        else:
+            F, center = Y.reshape(2, n, m), None
+        D = np.subtract(F[1], F[0])
+        if self.w1 != 1:
+            np.multiply(D, self.w10, out=D)
+        np.reciprocal(taken, out=inv)  # 1/h, bitwise the pipeline's 1.0 / h
+        if D.dtype == self.result_dtype:
+            np.multiply(D, inv_col, out=D)
+        else:
+            D = D * inv_col
+        return D, center, taken
+
+    def _block(self, lo, k, center):
+        """One block: its stack (shared by the blocks of the same size), the
+        entries each offset moves, and the batch ``f`` sees."""
+        S, n = len(self.offsets), self.n
+        rows = S * k + bool(center)
+        stacks = self.__dict__.setdefault("_stacks", {})
+        if rows not in stacks:
+            shape = (rows, n) if self.layout == "leading" else (n, rows)
+            stacks[rows] = np.empty(shape, dtype=self.dtype)
+        stack = stacks[rows]
+        flat = stack.reshape(-1)
+        if self.layout == "leading":
+            # Offset s moves entry (s*k + i, lo + i): start s*k*n + lo, stride n + 1.
+            moved = [flat[s * k * n + lo::n + 1][:k] for s in range(S)]
+            batch = readonly(stack).reshape((rows,) + self.x_shape)
+            want = (rows,) + self.out_shape
+        else:
+            # Offset s moves entry (lo + i, s*k + i): start lo*rows + s*k, stride rows + 1.
+            moved = [flat[lo * rows + s * k::rows + 1][:k] for s in range(S)]
+            batch = readonly(stack).reshape(self.x_shape + (rows,))
+            want = self.out_shape + (rows,)
+        return _Block(lo, k, rows, stack, moved, batch, want, center)
+
+    def __call__(self, x, f):
         """``(JT, f_center, h)``, ``JT`` of shape ``(n, m)``, or None for the general path.
 
-        ``x`` is the caller's array, read and never written.
+        ``x`` is the caller's array, read and never written; ``f`` the function
+        this path was filed under.
         """
+        self.evaluated = 0
         if (type(x) is not np.ndarray or x.dtype != self.dtype or x.shape != self.x_shape
                 or self.busy or threading.get_ident() != self.owner):
             return None
@@ -109,45 +192,77 @@ class FastPath:
             return None  # NaN, inf or overflow: the general path says which
         h = self.h
         np.abs(xf, out=h)
-        np.maximum(h, 1.0, out=h)
-        h *= self.rel
+        np.maximum(h, self.one, out=h)
+        np.multiply(h, self.rel0, out=h)
         taken = xf + h            # the step actually taken, (x + h) - x
-        taken -= xf
+        np.subtract(taken, xf, out=taken)
+        if self.small is not None:
+            return self._small(f, xf, taken)
         if self.layout == "points":
-            return self._points(xf, taken)
-        stack = self.stack
-        stack[...] = xf if self.layout == "leading" else xf[:, None]
-        for view, c in zip(self.moved, self.offsets):
-            if c == 1:
-                np.add(xf, taken, out=view)
-            elif c == -1:
-                np.subtract(xf, taken, out=view)
-            else:
-                np.add(xf, taken * c, out=view)
-        # The stack is this path's own (not the per-thread pool), so a fastjac
-        # call inside f cannot touch it; ``busy`` sends a recursive call to the
-        # general path.
+            return self._points(f, xf, taken)
+        # The stacks are this path's own (not the per-thread pool), so a fastjac
+        # call inside f cannot touch them; ``busy`` sends a recursive call to
+        # the general path.
         self.busy = True
         try:
-            Y = self.f(self.batch)
+            return self._blocks(f, xf, taken)
         finally:
             self.busy = False
-        if type(Y) is not np.ndarray or Y.shape != self.want or Y.dtype != self.out_dtype:
-            return None
-        n, m, S = self.n, self.m, len(self.offsets)
-        if self.layout == "leading":
-            Y2 = Y.reshape(self.rows, m)
-            F = Y2[:S * n].reshape(S, n, m)
-            center = Y2[-1].copy() if self.center else None
-        else:
-            Y2 = Y.reshape(m, self.rows)
-            F = Y2[:, :S * n].reshape(m, S, n).transpose(1, 2, 0)
-            center = Y2[:, -1].copy() if self.center else None
-        return self._combined(F, center, taken)
 
-    def _points(self, xf, taken):
+    def _blocks(self, f, xf, taken):
+        n, m, S = self.n, self.m, len(self.offsets)
+        leading = self.layout == "leading"
+        for stack in self._stacks.values():
+            stack[...] = xf if leading else xf[:, None]
+        single = len(self.blocks) == 1
+        if not single:
+            JT = np.empty((n, m), dtype=self.result_dtype)
+            inv = 1.0 / taken
+        center = None
+        for blk in self.blocks:
+            lo, k = blk.lo, blk.k
+            base, step = xf[lo:lo + k], taken[lo:lo + k]
+            for view, c in zip(blk.moved, self.offsets):
+                if c == 1:
+                    np.add(base, step, out=view)
+                elif c == -1:
+                    np.subtract(base, step, out=view)
+                else:
+                    np.add(base, step * c, out=view)
+            Y = f(blk.batch)
+            self.evaluated += blk.rows
+            if type(Y) is not np.ndarray or Y.shape != blk.want or Y.dtype != self.out_dtype:
+                return None
+            if leading:
+                Y2 = Y.reshape(blk.rows, m)
+                F = Y2[:S * k].reshape(S, k, m)
+                if blk.center:
+                    center = Y2[-1].copy()
+            else:
+                Y2 = Y.reshape(m, blk.rows)
+                F = Y2[:, :S * k].reshape(m, S, k).transpose(1, 2, 0)
+                if blk.center:
+                    center = Y2[:, -1].copy()
+            if single:
+                return self._combined(F, center, taken)
+            self._into(F, inv[lo:lo + k, None], JT[lo:lo + k])
+            for view in blk.moved:  # the stack holds x again for the next block of its size
+                view[...] = base
+        return JT, center, taken
+
+    def _into(self, F, inv, out):
+        """The pipeline's combination and scaling of one block, written to ``out``."""
+        if self.central:
+            D = np.subtract(F[1], F[0])
+            if self.w1 != 1:
+                D *= self.w1
+        else:
+            D = combine(F, self.W, self.centers, None, fresh=True)[0]
+        np.multiply(D, inv, out=out)
+
+    def _points(self, f, xf, taken):
         task = self.task
-        task.x0 = xf
+        task.f, task.x0 = f, xf
         block = SparseDirections(self.indptr, self.indices, taken, self.indices, 0)
         self.busy = True
         try:
@@ -156,7 +271,8 @@ class FastPath:
             return None  # f changed (another shape or dtype): the general path re-plans
         finally:
             self.busy = False
-            task.x0 = None
+            task.f = task.x0 = None
+        self.evaluated = self.rows
         return self._combined(F, None if center is None else center.copy(), taken)
 
     def _combined(self, F, center, taken):
@@ -169,18 +285,30 @@ class FastPath:
         else:
             D = combine(F, self.W, self.centers, None)[0]
         inv = (1.0 / taken)[:, None]
-        if D.dtype == np.result_type(D.dtype, inv.dtype):
+        if D.dtype == self.result_dtype:
             D *= inv
         else:
             D = D * inv  # float32 outputs of a float64 x: J is float64, as in the pipeline
         return D, center, taken
 
 
+@dataclass
+class _Block:
+    lo: int
+    k: int
+    rows: int
+    stack: np.ndarray
+    moved: list
+    batch: np.ndarray
+    want: tuple
+    center: bool
+
+
 _FAST = FunctionMemo()
 
 
 def fast_key(x, method, order, vectorized, center):
-    return (x.shape, x.dtype.str, method, order, vectorized, center)
+    return (x.shape, x.dtype, method, order, vectorized, center)
 
 
 def lookup(f, x, method, order, vectorized, center=False):
@@ -190,8 +318,17 @@ def lookup(f, x, method, order, vectorized, center=False):
     return _FAST.get(f, fast_key(x, method, order, vectorized, center))
 
 
-def remember(prep, method, order, center=False):
-    """Keep a fast path for the plan of a single-block in-process dense run."""
+def remember(prep, method, order, center=False, stats=None):
+    """Keep a fast path for the plan of an in-process dense run.
+
+    ``stats`` is the run's :class:`~.pipeline.RunStats`: the fast path takes
+    its block size (the one later runs settle on, after chunk-size trials),
+    and is only kept when that size is settled, ``J`` is at most :data:`FAST_MAX_J_BYTES`
+    and the run took under :data:`FAST_MAX_SECONDS` (beyond, the
+    pipeline's bookkeeping is noise and its progress bar matters).  Without
+    ``stats``, only a problem whose whole stack fits in
+    :data:`FAST_MAX_BYTES` (one block) is kept.
+    """
     task, plan = prep.task, prep.plan
     strategy = plan.strategy
     if (strategy not in ("vectorized", "vectorized-trailing", "loop") or prep.executor is not None
@@ -199,15 +336,26 @@ def remember(prep, method, order, center=False):
             or task.serialize or prep.stencil.complex_step or prep.x0.dtype.kind != "f"):
         return
     S = prep.stencil.evaluations_per_column
-    if (S * prep.n + center) * (prep.n + prep.m) * prep.x0.itemsize > FAST_MAX_BYTES:
-        return
+    itemsize = prep.x0.itemsize
+    block = None
+    if stats is None:
+        if (S * prep.n + center) * (prep.n + prep.m) * itemsize > FAST_MAX_BYTES:
+            return
+    else:
+        if (not stats.settled or stats.seconds > FAST_MAX_SECONDS
+                or prep.n * prep.m * prep.dtype.itemsize > FAST_MAX_J_BYTES):
+            return
+        if strategy != "loop":
+            if prep.n * itemsize >= POINTWISE_ROW_BYTES:
+                return  # the pipeline evaluates such large points one at a time
+            block = stats.block_size
     offsets = prep.stencil.nonzero[0]
     W, centers = split_weights(prep.stencil.offsets, [prep.stencil.weights])
     if any(centers):
         return  # one-sided stencils need f(x)
     layout = {"vectorized": "leading", "vectorized-trailing": "trailing", "loop": "points"}[strategy]
-    fp = FastPath(task.f, prep.x_shape, prep.x0.dtype, prep.out_shape, np.dtype(plan.out_dtype),
+    fp = FastPath(prep.x_shape, prep.x0.dtype, prep.out_shape, np.dtype(plan.out_dtype),
                   layout, offsets, W, centers, relative_step(prep.stencil, prep.eps), center,
-                  prep.dtype)
+                  prep.dtype, block=block)
     x_proxy = np.empty(prep.x_shape, prep.x0.dtype)
     _FAST.set(prep.f, fast_key(x_proxy, method, order, prep.vectorized, center), fp)

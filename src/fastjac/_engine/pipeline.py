@@ -35,6 +35,8 @@ class RunStats:
     nblocks: int = 0
     block_size: int = 0
     center: np.ndarray | None = None   # f(x0) from the first block, when asked for
+    settled: bool = True               # later runs use blocks of block_size directions
+    seconds: float = 0.0
 
 
 def offsets_of(prep: Prepared, offsets=None):
@@ -231,8 +233,10 @@ def run(prep: Prepared, source, scatter, *, count, offsets=None, combos=None, ce
     prep.task.extra = 0
     prep.plan.writable = prep.task.writable
     stats.nblocks = k
+    stats.seconds = time.perf_counter() - t0
     if isinstance(blocks, TunedBlocks):
         stats.block_size = b * (blocks.factor or 1)
+        stats.settled = blocks.complete or not blocks.plan
     return stats
 
 
