@@ -106,16 +106,20 @@ def _dense_batch(add, W, b, X, Y):
 
 # --- timing -----------------------------------------------------------------
 
-def _median_time(fn, repeats, inner=20):
-    """Median over ``repeats`` of the mean of ``inner`` back-to-back calls
-    (one call of a 3-element check is ~20 us: single calls would time the clock)."""
-    times = []
+def _paired_times(fns, repeats, inner=20):
+    """Median per function over ``repeats`` rounds of the mean of ``inner``
+    back-to-back calls, the functions taking turns within each round: on a
+    shared machine a slow spell then hits both, not only the one timed during
+    it.  (One call of a 3-element check is ~20 us: single calls would time
+    the clock.)"""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t0) / inner)
+    return [statistics.median(t) for t in times]
 
 
 def run_demo(*, full=False, seed=0, repeats=7, scale_sizes=(100, 1000), out=print):
@@ -127,7 +131,7 @@ def run_demo(*, full=False, seed=0, repeats=7, scale_sizes=(100, 1000), out=prin
     checks = notebook_checks(seed)
     out("fastjac demo: the reference notebook's 11 gradient checks, rerun with fastjac")
     out(f"(seed {seed}; verdicts from fastjac.check_jacobian; times are medians of {repeats} "
-        "runs of fastjac.jacobian, warm, against the notebook's element loop)")
+        "paired runs of fastjac.jacobian, warm, against the notebook's element loop)")
     out("")
     head = f"  {'#':>2}  {'check':<24} {'J shape':<9} {'verdict':<8} {'error norm':>10}  " \
            f"{'loop':>9}  {'fastjac':>9}  {'speedup':>7}  strategy"
@@ -140,8 +144,8 @@ def run_demo(*, full=False, seed=0, repeats=7, scale_sizes=(100, 1000), out=prin
         expected = np.reshape(c.expected, shape)  # drops the notebook's stray (1, n) axis
         report = check_jacobian(c.f, c.x, expected)
         npass += report.passed
-        t_loop = _median_time(lambda: numeric_jacobian(c.x, c.f), repeats)
-        t_fast = _median_time(lambda: jacobian(c.f, c.x), repeats)
+        t_loop, t_fast = _paired_times((lambda: numeric_jacobian(c.x, c.f),
+                                        lambda: jacobian(c.f, c.x)), repeats)
         out(f"  {k:>2}  {c.name:<24} {str(shape):<9} {report.verdict:<8} "
             f"{report.error_norm:>10.2e}  {format_time(t_loop):>9}  {format_time(t_fast):>9}  "
             f"{t_loop / t_fast:>6.1f}x  {info.strategy}")

@@ -26,8 +26,7 @@ from .._memo import FunctionMemo
 from ..steps import relative_step
 from .buffers import readonly
 from .combine import combine, split_weights
-from .directions import SparseDirections
-from .strategies import POINTWISE_ROW_BYTES, Task, evaluate_loop
+from .strategies import POINTWISE_ROW_BYTES
 
 __all__ = ["FastPath", "FAST_MAX_BYTES", "lookup", "remember"]
 
@@ -39,6 +38,8 @@ FAST_MAX_BYTES = 1 << 18
 FAST_MAX_J_BYTES = 32 << 20
 #: Stacks up to this many entries are written as ``x + C * h`` (see _small_parts).
 SMALL_STACK_ENTRIES = 4096
+#: Inputs up to this many (float64) take the step rule in Python floats.
+TINY_N = 16
 FAST_MAX_SECONDS = 0.5
 
 
@@ -85,12 +86,17 @@ class FastPath:
         self.w1 = self.out_dtype.type(W[0, 1]) if self.central else None
         self.evaluated = 0  # points evaluated by the last call (counted on a miss too)
         if layout == "points":
-            # f takes one point at a time: the loop strategy's own code, on a
-            # block of every coordinate prepared once.
-            self.task = Task(None, np.empty(n, self.dtype), self.x_shape, self.out_shape,
-                             self.result_dtype, strategy="loop")
-            self.indices = np.arange(n)
-            self.indptr = np.arange(n + 1)
+            # f takes one point at a time: one buffer for the point, one for
+            # every value, and the offsets as a column (see _points).
+            self.point = np.empty(n, self.dtype)
+            self.point_view = readonly(self.point).reshape(self.x_shape)
+            # Values in J's dtype, as the loop strategy stores them (a float32
+            # output of a float64 x is differenced in float64).
+            self.values = np.empty((S * n + bool(center),) + self.out_shape, self.result_dtype)
+            self.coffsets = np.array([self.dtype.type(c) for c in offsets])[:, None]
+            # A scalar loss may come back as a numpy scalar or a Python float.
+            self.scalars = ((self.out_dtype.type, float) if self.out_dtype == np.float64
+                            else (self.out_dtype.type,)) if self.out_shape == () else ()
             self.blocks = []
         else:
             b = n if block is None else max(1, min(int(block), n))
@@ -102,12 +108,74 @@ class FastPath:
         self.one = np.array(1.0, dtype=self.dtype)
         self.rel0 = np.array(rel, dtype=self.dtype)
         self.w10 = np.array(self.w1) if self.central else None
+        # A few float64 inputs: the step rule in Python floats, which round as
+        # numpy's float64 does (IEEE double) at a fraction of a ufunc call each.
+        self.tiny = self.dtype == np.float64 and n <= TINY_N and self.central and \
+            tuple(offsets) == (-1.0, 1.0)
+        self.scalar_loss = (layout == "points" and self.out_shape == ()
+                            and self.result_dtype == np.float64 and self.out_dtype == np.float64)
         self.small = None
         if (layout == "leading" and len(self.blocks) == 1 and self.central
                 and self.rows * n <= SMALL_STACK_ENTRIES):
             self.small = self._small_parts()
         self.owner = threading.get_ident()
         self.busy = False
+
+    def _tiny(self, f, xf):
+        """The step rule ``h = rel max(1, |x|)``, ``(x + h) - x``, in Python floats."""
+        rel, taken, xs = self.rel, [], xf.tolist()
+        for v in xs:
+            a = abs(v)
+            if not a < math.inf:
+                return None  # NaN or inf: the general path says which
+            h = rel * (a if a > 1.0 else 1.0)
+            taken.append((v + h) - v)
+        if self.scalar_loss:
+            return self._scalar_loss(f, xf, xs, taken)
+        taken = np.array(taken)
+        if self.small is not None:
+            return self._small(f, xf, taken)
+        if self.layout == "points":
+            return self._points(f, xf, taken)
+        self.busy = True
+        try:
+            return self._blocks(f, xf, taken)
+        finally:
+            self.busy = False
+
+    def _scalar_loss(self, f, xf, xs, taken):
+        """A scalar loss evaluated point by point, in Python floats end to end:
+        ``((f(x + h) - f(x - h)) * w) * (1 / h)``, the pipeline's operations in its
+        order, each rounded as numpy rounds float64."""
+        point, view, w = self.point, self.point_view, float(self.w1)
+        scalars = self.scalars
+        point[...] = xf
+        J = []
+        self.busy = True
+        try:
+            for j, v in enumerate(xs):
+                t = taken[j]
+                point[j] = v - t
+                lo = f(view)
+                point[j] = v + t
+                hi = f(view)
+                point[j] = v
+                if type(lo) not in scalars or type(hi) not in scalars:
+                    return None  # arrays, other dtypes: the general path
+                self.evaluated += 2
+                J.append(((float(hi) - float(lo)) * w) * (1.0 / t))
+            center = None
+            if self.center:
+                y = f(view)
+                self.evaluated += 1
+                if type(y) not in scalars:
+                    return None
+                center = np.array([float(y)])
+        except Exception:
+            return None  # the general path calls f again and names what went wrong
+        finally:
+            self.busy = False
+        return np.array(J).reshape(len(xs), 1), center, np.array(taken)
 
     def _small_parts(self):
         """For a small stack, the offsets as one matrix: ``stack = x + C * h``.
@@ -188,6 +256,8 @@ class FastPath:
                 or self.busy or threading.get_ident() != self.owner):
             return None
         xf = x.reshape(-1)
+        if self.tiny:
+            return self._tiny(f, xf)
         if not math.isfinite(xf.dot(xf)):
             return None  # NaN, inf or overflow: the general path says which
         h = self.h
@@ -261,19 +331,45 @@ class FastPath:
         np.multiply(D, inv, out=out)
 
     def _points(self, f, xf, taken):
-        task = self.task
-        task.f, task.x0 = f, xf
-        block = SparseDirections(self.indptr, self.indices, taken, self.indices, 0)
+        """The loop strategy's values, bitwise: ``x0 + c h`` rounded as the stack
+        rounds it, one item assignment and one call of ``f`` per point.  Any
+        output that is not an array (or scalar) of the plan's shape and dtype,
+        and any exception, sends the call to the general path, which explains it."""
+        S, n = len(self.offsets), self.n
+        point, view, values = self.point, self.point_view, self.values
+        point[...] = xf
+        moved = (xf[None, :] + taken[None, :] * self.coffsets).tolist()
+        originals = xf.tolist()
+        want, dtype, scalars = self.out_shape, self.out_dtype, self.scalars
         self.busy = True
         try:
-            F, center = evaluate_loop(task, block, self.offsets, self.center)
-        except (TypeError, ValueError):
-            return None  # f changed (another shape or dtype): the general path re-plans
+            for j in range(n):
+                for s in range(S):
+                    point[j] = moved[s][j]
+                    y = f(view)
+                    if type(y) is np.ndarray:
+                        if y.shape != want or y.dtype != dtype:
+                            return None
+                    elif type(y) not in scalars:
+                        return None
+                    values[s * n + j] = y  # stored before the point moves: y may be a view
+                    self.evaluated += 1
+                point[j] = originals[j]
+            center = None
+            if self.center:
+                y = f(view)
+                self.evaluated += 1
+                if not (type(y) is np.ndarray and y.shape == want and y.dtype == dtype) and \
+                        type(y) not in scalars:
+                    return None
+                values[S * n] = y
+                center = values[S * n].reshape(-1).copy()
+        except Exception:
+            return None  # the general path calls f again and names what went wrong
         finally:
             self.busy = False
-            task.f = task.x0 = None
-        self.evaluated = self.rows
-        return self._combined(F, None if center is None else center.copy(), taken)
+        F = values[:S * n].reshape(S, n, self.m)
+        return self._combined(F, center, taken)
 
     def _combined(self, F, center, taken):
         # The pipeline's own combination and scaling, so the result is bitwise
