@@ -217,3 +217,16 @@ def test_nothing_fastjac_remembers_keeps_f_alive(entry, kind):
         del f
     gc.collect()
     assert [r() for r in alive] == [None] * 3
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("n", [3, 40])
+def test_a_warm_check_never_passes_a_non_finite_expected_value(bad, n):
+    x = np.linspace(-1, 1, n)
+    E = np.diag(np.cos(x))
+    assert fastjac.check_jacobian(np.sin, x, E).passed   # warm from here on
+    assert fastjac.check_jacobian(np.sin, x, E).passed
+    wrong = E.copy()
+    wrong[n - 1, 0] = bad
+    r = fastjac.check_jacobian(np.sin, x, wrong)
+    assert not r.passed and r.verdict == "nan"

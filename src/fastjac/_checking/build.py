@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -29,6 +30,20 @@ FIRST_PASS_MARGIN = 100.0
 
 
 def first_pass_order(method, dtype, rtol=None):
+    """The lowest stencil order whose error model resolves the tolerance (see
+    :func:`_first_pass_order`); cached, as every warm check asks."""
+    try:
+        return _cached_order(method, np.dtype(dtype), rtol)
+    except TypeError:  # an unhashable rtol: computed (and validated) uncached
+        return _first_pass_order(method, dtype, rtol)
+
+
+@lru_cache(maxsize=256)
+def _cached_order(method, dtype, rtol):
+    return _first_pass_order(method, dtype, rtol)
+
+
+def _first_pass_order(method, dtype, rtol=None):
     """The lowest stencil order whose error model resolves the tolerance.
 
     A stencil of order ``p`` at its balanced step has a relative error of about

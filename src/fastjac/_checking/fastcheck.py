@@ -93,56 +93,119 @@ class FastCheck:
             return None, fx, 1 + self.fp.evaluated
         JT, center, h = got
         spent = 1 + self.fp.rows
-        if not (center == fxf).all():
+        same = center.tolist() == fxf.tolist() if self.m <= SMALL_ENTRIES else \
+            bool((center == fxf).all())
+        if not same:
             scale = max(1.0, float(np.max(np.abs(fxf), initial=0.0)))
             if not np.all(np.abs(center - fxf) <= self.batch_tol * scale):
                 return None, fx, spent
-        ET = E.reshape(self.m, self.n).T
-        absE = np.abs(ET)
-        emax = float(absE.max(initial=0.0))
-        if not math.isfinite(emax):
-            return None, fx, spent
-        atol, notes = self.atol, self.notes
-        if not self.user_atol and self.rtol * emax < atol:
-            return None, fx, spent  # small derivatives: the general path scales atol (and says so)
-        absE *= self.rtol
-        absE += atol
-        err = np.subtract(JT, ET)
-        np.abs(err, out=err)
-        if not (err <= absE).all():
+        if self.m * self.n <= SMALL_ENTRIES and E.dtype == JT.dtype == np.float64:
+            atol = _within_small(JT, E, self.m, self.n, self.rtol, self.atol, self.user_atol)
+        else:
+            atol = _within(JT, E, self.m, self.n, self.rtol, self.atol, self.user_atol)
+        if atol is None:
             return None, fx, spent
         J = JT.T.reshape(self.report_shape)
         expected = E.reshape(self.report_shape)
-        fs = SimpleNamespace(fx=fx, eps=self.eps, stencil=self.stencil)
         return JacobianCheck(
             passed=True, verdict="pass", numeric=J, expected=expected, nfev=spent,
             method=self.method_name, step=h.reshape(x.shape), rtol=self.rtol, atol=atol,
-            dtype=self.dtype_name, kind=self.kind, notes=list(notes),
+            dtype=self.dtype_name, kind=self.kind, notes=list(self.notes),
             seconds=time.perf_counter() - t_start,
-            counts=lambda: {name: (self.m * self.n if name == "ok" else 0)
-                            for name in STATUS_NAMES},
-            **_lazy_figures(self, fs, JT, E, h, atol, x)), fx, spent
+            **_Figures(self, fx, JT, E, h, atol, x).as_kwargs()), fx, spent
 
 
-def _lazy_figures(fc, fs, JT, E, h, atol, x):
-    """The general path's figures, computed from this call's arrays when read."""
-    from .judging import Judgement, figures, noise_array, worst
+#: Up to this many float64 entries, the comparison runs on Python floats
+#: (the same double arithmetic, without a ufunc call per step).
+SMALL_ENTRIES = 64
 
-    def problem():
-        scale = np.maximum(1.0, np.abs(np.asarray(x, np.float64).reshape(-1)))
-        return Problem(fs, JT.T, E.reshape(fc.m, fc.n), atol, fc.rtol,
-                       Directions(step=np.asarray(h, np.float64), index=np.arange(fc.n),
+
+def _within_small(JT, E, m, n, rtol, atol, user_atol):
+    """:func:`_within` on Python floats, in one pass."""
+    jt, e = JT.tolist(), E.reshape(m, n).tolist()
+    emax = 0.0
+    for i, row in enumerate(e):
+        for j, b in enumerate(row):
+            ab = abs(b)
+            if not (ab < math.inf and abs(jt[j][i] - b) <= atol + rtol * ab):  # NaN fails too
+                return None
+            if ab > emax:
+                emax = ab
+    if not user_atol and rtol * emax < atol:
+        return None
+    return atol
+
+
+def _within(JT, E, m, n, rtol, atol, user_atol):
+    """The ``atol`` used when every entry of ``JT`` (n, m) is within tolerance of
+    ``E`` (m x n entries), else None (then the general path judges).  Small
+    derivatives go to the general path too: it scales ``atol`` and says so."""
+    ET = E.reshape(m, n).T
+    absE = np.abs(ET)
+    emax = float(absE.max(initial=0.0))
+    if not math.isfinite(emax):
+        return None
+    if not user_atol and rtol * emax < atol:
+        return None
+    absE *= rtol
+    absE += atol
+    err = np.subtract(JT, ET)
+    np.abs(err, out=err)
+    return atol if (err <= absE).all() else None
+
+
+class _Figures:
+    """The general path's figures of a passed fast check, computed from this
+    call's arrays when first read (a test suite reads none of them)."""
+
+    __slots__ = ("fc", "fx", "JT", "E", "h", "atol", "x", "_figs")
+
+    def __init__(self, fc, fx, JT, E, h, atol, x):
+        self.fc, self.fx, self.JT, self.E, self.h, self.atol, self.x = fc, fx, JT, E, h, atol, x
+        self._figs = None
+
+    def problem(self):
+        fc = self.fc
+        fs = SimpleNamespace(fx=self.fx, eps=fc.eps, stencil=fc.stencil)
+        scale = np.maximum(1.0, np.abs(np.asarray(self.x, np.float64).reshape(-1)))
+        return Problem(fs, self.JT.T, self.E.reshape(fc.m, fc.n), self.atol, fc.rtol,
+                       Directions(step=np.asarray(self.h, np.float64), index=np.arange(fc.n),
                                   scale=scale), fc.out_label, fc.in_label)
 
-    once = {}
+    def figures(self):
+        if self._figs is None:
+            from .judging import figures
 
-    def figs():
-        if "figs" not in once:
-            once["figs"] = figures(problem())
-        return once["figs"]
+            self._figs = figures(self.problem())
+        return self._figs
 
-    ok = Judgement(None, {}, "pass")
-    return dict(error_norm=lambda: figs()[0], max_abs_error=lambda: figs()[1],
-                max_rel_error=lambda: figs()[2], worst=lambda: worst(problem(), ok),
-                noise=lambda: noise_array(problem()).reshape(fc.report_shape),
-                status=lambda: np.full(fc.report_shape, "ok", dtype=object))
+    def as_kwargs(self):
+        return dict(error_norm=self.error_norm, max_abs_error=self.max_abs_error,
+                    max_rel_error=self.max_rel_error, worst=self.worst, noise=self.noise,
+                    status=self.status, counts=self.counts)
+
+    def error_norm(self):
+        return self.figures()[0]
+
+    def max_abs_error(self):
+        return self.figures()[1]
+
+    def max_rel_error(self):
+        return self.figures()[2]
+
+    def worst(self):
+        from .judging import Judgement, worst
+
+        return worst(self.problem(), Judgement(None, {}, "pass"))
+
+    def noise(self):
+        from .judging import noise_array
+
+        return noise_array(self.problem()).reshape(self.fc.report_shape)
+
+    def status(self):
+        return np.full(self.fc.report_shape, "ok", dtype=object)
+
+    def counts(self):
+        total = self.fc.m * self.fc.n
+        return {name: (total if name == "ok" else 0) for name in STATUS_NAMES}
