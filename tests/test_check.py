@@ -296,3 +296,27 @@ def test_relative_error_of_zero_entries_is_not_a_hundred_percent():
     # The only real errors are the 1% ones on the diagonal.
     assert report.max_rel_error == pytest.approx(0.01 / 1.01, rel=1e-3)
     assert all(w.rel_error < 0.02 for w in report.worst)
+
+
+def test_a_report_is_unchanged_by_later_checks_on_the_same_thread():
+    """Directional checks draw their directions into a per-thread buffer that
+    the next check reuses: a report read after later checks must say what it
+    said when it was made (its figures are computed on first read)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=5000)
+    loss = lambda v: np.sum(np.sin(v) ** 2, axis=-1)  # noqa: E731
+    grad = np.sin(2 * x)
+    wrong = grad.copy()
+    wrong[17] += 1.0
+
+    def fields(r):
+        return (r.verdict, r.error_norm, r.max_abs_error, [str(w) for w in r.worst],
+                np.asarray(r.noise).tolist(), str(r))
+
+    fastjac.check_grad(loss, x, wrong)  # the plan's probe (nfev) out of the way
+    fresh = fields(fastjac.check_grad(loss, x, wrong))
+    kept = fastjac.check_grad(loss, x, wrong)
+    for seed in range(3):  # other checks, other directions, same buffers
+        fastjac.check_grad(loss, rng.normal(size=5000), grad, seed=seed + 1)
+        fastjac.check_grad(lambda v: np.sum(v ** 3, axis=-1), x, 3 * x ** 2, seed=seed)
+    assert fields(kept) == fresh

@@ -46,7 +46,7 @@ def relative_step(stencil: Stencil, eps: float) -> float:
     return eps ** (1.0 / (stencil.order + 1))
 
 
-def absolute_step(x: np.ndarray, stencil: Stencil, eps: float, step=None) -> np.ndarray:
+def absolute_step(x: np.ndarray, stencil: Stencil, eps: float, step=None, out=None) -> np.ndarray:
     """Per-element step actually taken, ``(x + h) - x``, never zero.
 
     Parameters
@@ -59,6 +59,8 @@ def absolute_step(x: np.ndarray, stencil: Stencil, eps: float, step=None) -> np.
     step : None, float or array_like, shape (n,), optional
         ``None`` gives ``relative_step * max(1, |x_j|)``.  Otherwise the
         absolute step, a scalar or one per element.
+    out : ndarray, shape (n,), optional
+        Where to write the steps (x's dtype): a caller's scratch buffer.
 
     Returns
     -------
@@ -73,7 +75,7 @@ def absolute_step(x: np.ndarray, stencil: Stencil, eps: float, step=None) -> np.
     """
     dtype = x.dtype
     if step is None:
-        h = np.abs(x)
+        h = np.abs(x, out=out)
         np.maximum(h, 1.0, out=h)
         h *= dtype.type(relative_step(stencil, eps))
     else:
@@ -86,7 +88,8 @@ def absolute_step(x: np.ndarray, stencil: Stencil, eps: float, step=None) -> np.
         taken = np.add(x, h, out=h)
         taken -= x
     # A step below x's spacing rounds to zero; fall back to one ulp * largest offset.
-    tiny = taken <= 0
-    if np.any(tiny):
+    # (The reduction first: a mask the size of x is one more pass, rarely needed.)
+    if taken.size and not taken.min() > 0:
+        tiny = taken <= 0
         taken[tiny] = np.spacing(np.abs(x[tiny]).astype(dtype)) * largest
     return taken

@@ -17,7 +17,7 @@ from .._validate import check_int, check_seed, describe, make_rng, real_array
 from .._vocabulary import STATUS_CODES
 from ..report import Diagnosis, Mismatch
 from .assemble import early, finish, nonfinite_note
-from .build import determinism_failure, directional, first_pass_order, full
+from .build import determinism_failure, directional, first_pass_order, full, release
 from .diagnose import diagnose
 from .fastcheck import lookup as fast_check, remember as fast_remember_check
 from .judging import judge
@@ -121,6 +121,16 @@ def report_split(prep, lead):
 
 def judge_and_report(st, problem, center, batched, *, full_mode, shape, split, expected_of=None,
                       blocks=None, dense_rows=0):
+    try:
+        return _judge_and_report(st, problem, center, batched, full_mode=full_mode,
+                                 shape=shape, split=split, expected_of=expected_of,
+                                 blocks=blocks, dense_rows=dense_rows)
+    finally:
+        release(problem)  # its directions' buffer serves the thread's next check
+
+
+def _judge_and_report(st, problem, center, batched, *, full_mode, shape, split, expected_of,
+                      blocks, dense_rows):
     bad = determinism_failure(st, center, batched)
     if bad:
         return early(st, "non-deterministic", st.prep.fx, bad)

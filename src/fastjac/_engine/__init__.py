@@ -23,7 +23,7 @@ from .memory import DEFAULT_CHUNK_BYTES, available_memory, block_size, chunk_pol
 from .parallel import loopback_cluster, numba_threading_layer
 from .pipeline import RunStats, dense_jacobian, make_info, offsets_of, run, values
 from .plan import Plan, Prepared, check_callable, check_executor, check_step, prepare
-from .buffers import readonly
+from .buffers import readonly, stack_buffer
 from .strategies import STRATEGIES, as_output
 
 __all__ = [
@@ -32,5 +32,5 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES", "available_memory", "block_size", "guard_result", "loopback_cluster",
     "numba_threading_layer", "RunStats", "dense_jacobian", "make_info", "offsets_of", "run",
     "values", "Plan", "Prepared", "check_callable", "check_executor", "check_step", "prepare",
-    "readonly", "STRATEGIES", "as_output", "fast_lookup", "fast_remember", "chunk_policy",
+    "readonly", "stack_buffer", "STRATEGIES", "as_output", "fast_lookup", "fast_remember", "chunk_policy",
 ]

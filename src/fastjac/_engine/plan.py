@@ -147,9 +147,11 @@ class Prepared:
     def batched(self) -> bool:
         return self.plan.strategy is not None and STRATEGIES[self.plan.strategy].batched
 
-    def steps(self, step=None) -> np.ndarray:
-        """Per-coordinate steps actually taken (the step rule, or ``step``)."""
-        return absolute_step(self.x0, self.stencil, self.eps, check_step(step, self.x0))
+    def steps(self, step=None, out=None) -> np.ndarray:
+        """Per-coordinate steps actually taken (the step rule, or ``step``);
+        ``out`` is an optional scratch buffer for them (the step rule only)."""
+        return absolute_step(self.x0, self.stencil, self.eps, check_step(step, self.x0),
+                             out=out if step is None else None)
 
     @property
     def fallback(self) -> str | None:

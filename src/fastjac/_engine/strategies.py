@@ -323,10 +323,12 @@ def evaluate_loop(task, block, offsets, center=False):
     Fv = F[:S * b].reshape((S, b) + out_shape)
     # The point, in a pooled buffer (a fresh copy of a large x page-faults).
     xbuf = stack_buffer(task.n * np.dtype(task.stack_dtype).itemsize, task.stack_dtype, "point")
-    xbuf[...] = task.x0
+    dense = isinstance(block, DenseDirections)
+    if not dense:  # dense rows rewrite every entry of the point: no fill needed
+        xbuf[...] = task.x0
     view = readonly(xbuf).reshape(task.x_shape)
     x0 = task.x0
-    coordinate = not isinstance(block, DenseDirections) and block.is_coordinate
+    coordinate = not dense and block.is_coordinate
     if coordinate:
         # Every perturbed value of the block at once, as Python scalars: the
         # per-point work is then one item assignment and one call of f.
@@ -367,8 +369,7 @@ def evaluate_loop(task, block, offsets, center=False):
                         np.add(x0, row * xbuf.dtype.type(c), out=xbuf)
                     y = f(view) if fast else _careful_call(task, xbuf, block, i, c)
                     Fv[s, i] = _point_output(task, y, block, i, c)
-                xbuf[...] = x0
-                continue
+                continue  # the next row rewrites the whole point
             lo, hi = block.indptr[i], block.indptr[i + 1]
             idx, steps = block.indices[lo:hi], block.steps[lo:hi]
             base = x0[idx]
@@ -379,6 +380,8 @@ def evaluate_loop(task, block, offsets, center=False):
             xbuf[idx] = base
         if center:
             i, c = b, 0
+            if dense:
+                xbuf[...] = x0
             y = f(view) if fast else _careful_call(task, xbuf, block, b, 0)
             y = np.asarray(as_output(y, task.out_shape, " (at x itself)", complex_ok=True))
             F[S * b] = (y.real if y.dtype.kind == "c" else y).reshape(-1)
