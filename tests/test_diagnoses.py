@@ -132,6 +132,15 @@ def test_the_one_wrong_input_of_several_is_named():
     assert "input" in kinds and "x['b']" in kinds["input"].message
 
 
+def test_the_wrong_input_leads_with_the_pattern_of_its_error():
+    a, b = RNG.normal(size=3), RNG.normal(size=4)
+    f = lambda a, b: np.sum(np.sin(a)) * np.sum(b ** 2)  # noqa: E731
+    ga, gb = np.cos(a) * np.sum(b ** 2), 2 * b * np.sum(np.sin(a))
+    d = _first(fastjac.check_grad(f, {"a": a, "b": b}, {"a": ga, "b": gb / 8}))
+    assert d.kind == "input" and "x['b']" in d.message
+    assert "1/8" in d.message or "0.125" in d.message, d.message
+
+
 @pytest.mark.parametrize("n", [10_000, 200_000])
 def test_a_large_check_names_the_wrong_entry_not_a_direction(n):
     x = np.linspace(-1, 1, n)

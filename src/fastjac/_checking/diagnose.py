@@ -150,6 +150,17 @@ def _one_input(cols, spec, coord_label):
     return None
 
 
+def _input_first(found):
+    """With several inputs, the wrong one leads, carrying the pattern of its error:
+    "only the derivative w.r.t. x['b'] is wrong: a missing 1/8 (axis 0 of f(x))"."""
+    inp = next((d for d in found if d.kind == "input"), None)
+    pattern = next((d for d in found if d.kind in ("factor", "sign", "entry")), None)
+    if inp is None or pattern is None:
+        return found
+    lead = Diagnosis("input", f"{inp.message}: {pattern.message}", inp.evidence)
+    return [lead] + [d for d in found if d is not inp]
+
+
 def _key(spec, k):
     return f"x[{k!r}]" if spec.kind == "dict" else f"x[{k}]"
 
@@ -216,6 +227,7 @@ def diagnose(problem, judgement, *, full=False, x_shape=(), out_shape=(), spec=N
             d = rule()
             if d:
                 out.append(d)
+        out = _input_first(out)
     # Localisation first: the wrong input, then the wrong entry, then the patterns.
     found = [d for d in localized if isinstance(d, Diagnosis)]
     found += [Diagnosis("localized", f"the wrong entry is {entry.where}",
