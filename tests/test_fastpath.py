@@ -230,3 +230,70 @@ def test_a_warm_check_never_passes_a_non_finite_expected_value(bad, n):
     wrong[n - 1, 0] = bad
     r = fastjac.check_jacobian(np.sin, x, wrong)
     assert not r.passed and r.verdict == "nan"
+
+
+class Switchable:
+    """An f that is correct until told to misbehave: random, batch-mixing, or NaN at x."""
+
+    def __init__(self):
+        self.mode, self.rng = "ok", np.random.default_rng(5)
+
+    def __call__(self, x):
+        y = np.sin(x)
+        if self.mode == "random":
+            return y * (1 + 1e-3 * self.rng.standard_normal(y.shape))
+        if self.mode == "mixing" and y.ndim == 2:
+            return y * (1 + 0.1 * y.mean(axis=0))  # the points of a batch leak into each other
+        if self.mode == "shifting" and y.ndim == 2:
+            return y + 0.1 * y.mean(axis=0)        # the same leak, cancelling in f(x+h) - f(x-h)
+        if self.mode == "nan-center":
+            return np.where(x == self.x0, np.nan, y)
+        return y
+
+
+@pytest.mark.parametrize("mode, verdicts", [("random", {"non-deterministic"}),
+                                            ("mixing", {"non-deterministic", "fail"}),
+                                            ("nan-center", {"nan"})])
+@pytest.mark.parametrize("n", [3, 40])
+def test_a_warm_check_of_an_f_that_changed_gets_the_general_paths_verdict(mode, verdicts, n):
+    # The warm path answers passes only, from one batch: an f that turned random,
+    # started mixing its batch or went NaN at x must still get its own verdict.
+    f = Switchable()
+    x = np.linspace(-1, 1, n)
+    f.x0 = x.copy()
+    E = np.diag(np.cos(x))
+    for _ in range(3):
+        assert fastjac.check_jacobian(f, x, E).passed   # the plan and its fast path
+    f.mode = mode
+    r = fastjac.check_jacobian(f, x, E)
+    assert not r.passed and r.verdict in verdicts, (r.verdict, r.notes)
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_a_batch_leak_that_cancels_in_the_differences_passes_with_the_right_jacobian(n):
+    # What the lone f(x) of the general path would flag does not change the
+    # derivative here: a pass is the right answer, and its J is f's.
+    f = Switchable()
+    x = np.linspace(-1, 1, n)
+    E = np.diag(np.cos(x))
+    assert fastjac.check_jacobian(f, x, E).passed
+    f.mode = "shifting"
+    r = fastjac.check_jacobian(f, x, E)
+    assert r.passed and np.max(np.abs(r.numeric - E)) < 1e-8
+
+
+@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_warm_pass_reports_what_the_general_path_reports(n, dtype):
+    x = np.linspace(-1, 1, n).astype(dtype)
+    E = np.diag(np.cos(x))
+    f = lambda v: np.sin(v)  # noqa: E731  (a new closure: cold first)
+    cold, warm = fastjac.check_jacobian(f, x, E), fastjac.check_jacobian(f, x, E)
+    a, b = cold.to_dict(), warm.to_dict()
+    for d in (a, b):
+        d.pop("nfev"), d.pop("seconds")  # the cold call also paid for the probe
+    assert a == b
+    assert type(warm) is type(cold) and vars(warm).keys() == vars(cold).keys()
+    for name in ("passed", "rtol", "atol", "seconds", "nfev"):
+        assert type(getattr(warm, name)) is type(getattr(cold, name)), name
+    assert str(warm) == str(cold).replace(f"nfev={cold.nfev}", f"nfev={warm.nfev}")

@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .._engine import readonly
 from .._memo import FunctionMemo
 from .._vocabulary import STATUS_NAMES
 from ..report import JacobianCheck
@@ -69,50 +68,50 @@ class FastCheck:
         self.dtype_name, self.method_name = st.dtype, st.method_name
         self.eps, self.stencil = prep.eps, prep.stencil
         self.S = prep.stencil.evaluations_per_column
-        self.notes = list(notes)
+        self.notes = tuple(notes)
+        # The fields every warm pass of this layout shares, in JacobianCheck's types.
+        self.fields = dict(passed=True, verdict="pass", method=self.method_name,
+                           rtol=float(self.rtol), dtype=self.dtype_name, kind=self.kind,
+                           seed=None, fallback=None, status_codes=None)
         self.out_label, self.in_label = out_label, in_label
-        # The determinism guard's allowance for a batched x against a single call.
-        self.batch_tol = 8 * prep.eps ** (2 / 3)
 
     def __call__(self, f, x, E):
-        """``(report, f0, points)``; on a miss the report is None (see ``warm_check``)."""
+        """``(report, f0, points)``; on a miss the report is None (see ``warm_check``).
+
+        Only a pass is answered here, so the lone call ``f(x)`` of the general
+        path's determinism guard is left out: the batch's own centre row stands
+        for ``f(x)``.  Whatever that guard would catch (an ``f`` that became
+        random, or mixes the points of a batch) moves the estimate away from a
+        correct ``E``; the mismatch sends the check to the general path, which
+        runs every guard on a fresh ``f(x)``.  A warm pass costs one batch.
+        """
         t_start = time.perf_counter()
         if type(E) is not np.ndarray or E.size != self.m * self.n:
             return None, None, 0
-        y = f(readonly(x))
-        if isinstance(y, np.generic):
-            y = np.asarray(y)  # a scalar loss
-        if type(y) is not np.ndarray or y.shape != self.out_shape or y.dtype != self.out_dtype:
-            return None, y, 1
-        fx = y.copy()  # f may reuse its output buffer in the batch below
-        fxf = fx.reshape(-1)
-        if not math.isfinite(fxf.dot(fxf)):
-            return None, fx, 1
         got = self.fp(x, f)
         if got is None:
-            return None, fx, 1 + self.fp.evaluated
+            return None, None, self.fp.evaluated
         JT, center, h = got
-        spent = 1 + self.fp.rows
-        same = center.tolist() == fxf.tolist() if self.m <= SMALL_ENTRIES else \
-            bool((center == fxf).all())
-        if not same:
-            scale = max(1.0, float(np.max(np.abs(fxf), initial=0.0)))
-            if not np.all(np.abs(center - fxf) <= self.batch_tol * scale):
-                return None, fx, spent
-        if self.m * self.n <= SMALL_ENTRIES and E.dtype == JT.dtype == np.float64:
+        spent = self.fp.rows
+        if not math.isfinite(center.dot(center)):
+            return None, None, spent  # f(x) is NaN or inf: the general path says where
+        if self.m * self.n <= SMALL_ENTRIES and E.dtype is _F64 and JT.dtype is _F64:
             atol = _within_small(JT, E, self.m, self.n, self.rtol, self.atol, self.user_atol)
         else:
             atol = _within(JT, E, self.m, self.n, self.rtol, self.atol, self.user_atol)
         if atol is None:
-            return None, fx, spent
-        J = JT.T.reshape(self.report_shape)
-        expected = E.reshape(self.report_shape)
-        return JacobianCheck(
-            passed=True, verdict="pass", numeric=J, expected=expected, nfev=spent,
-            method=self.method_name, step=h.reshape(x.shape), rtol=self.rtol, atol=atol,
-            dtype=self.dtype_name, kind=self.kind, notes=list(self.notes),
-            seconds=time.perf_counter() - t_start,
-            **_Figures(self, fx, JT, E, h, atol, x).as_kwargs()), fx, spent
+            return None, None, spent
+        report_shape = self.report_shape
+        fx = center.reshape(self.out_shape)
+        fields = dict(self.fields, numeric=JT.T.reshape(report_shape),
+                      expected=E.reshape(report_shape), nfev=spent, step=h.reshape(x.shape),
+                      atol=float(atol), notes=list(self.notes), diagnoses=[],
+                      seconds=time.perf_counter() - t_start)
+        return JacobianCheck.from_fields(
+            fields, _Figures(self, fx, JT, E, h, atol, x).as_kwargs()), fx, spent
+
+
+_F64 = np.dtype(np.float64)
 
 
 #: Up to this many float64 entries, the comparison runs on Python floats
