@@ -297,3 +297,21 @@ def test_a_warm_pass_reports_what_the_general_path_reports(n, dtype):
     for name in ("passed", "rtol", "atol", "seconds", "nfev"):
         assert type(getattr(warm, name)) is type(getattr(cold, name)), name
     assert str(warm) == str(cold).replace(f"nfev={cold.nfev}", f"nfev={warm.nfev}")
+
+
+def test_a_fast_path_built_under_one_chunk_policy_is_not_served_under_another():
+    from fastjac._engine import chunk_policy
+
+    x = np.linspace(-1, 1, 400)
+    f, fresh = Counted(np.tanh), Counted(np.tanh)
+
+    def calls_per_warm_call(g):
+        fastjac.jacobian(g, x)
+        fastjac.jacobian(g, x)
+        before = g.calls
+        fastjac.jacobian(g, x)
+        return g.calls - before
+
+    with chunk_policy(1 << 30, tune=False):    # everything in one batch
+        assert calls_per_warm_call(f) == 1
+    assert calls_per_warm_call(f) == calls_per_warm_call(fresh) > 1

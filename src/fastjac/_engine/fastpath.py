@@ -26,6 +26,7 @@ from .._memo import FunctionMemo
 from ..steps import relative_step
 from .buffers import readonly
 from .combine import combine, split_weights
+from .memory import policy_key
 from .strategies import POINTWISE_ROW_BYTES
 
 __all__ = ["FastPath", "FAST_MAX_BYTES", "lookup", "remember"]
@@ -404,7 +405,7 @@ _FAST = FunctionMemo()
 
 
 def fast_key(x, method, order, vectorized, center):
-    return (x.shape, x.dtype, method, order, vectorized, center)
+    return (x.shape, x.dtype, method, order, vectorized, center, policy_key())
 
 
 def lookup(f, x, method, order, vectorized, center=False):

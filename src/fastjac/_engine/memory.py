@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "available_memory", "guard_result", "block_size",
-           "point_block_size", "gib", "chunk_policy", "chunk_bytes", "tuning"]
+           "point_block_size", "gib", "chunk_policy", "chunk_bytes", "tuning", "policy_key"]
 
 #: Bytes of one chunk (perturbation stack plus f's output for it) to start
 #: from.  ``benchmarks/bench_chunking.py`` found no single best size (64 KiB
@@ -15,7 +15,7 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "available_memory", "guard_result", "block_siz
 #: runs tune upwards from it by measurement (``.chunking``), to at most 4 MiB.
 DEFAULT_CHUNK_BYTES = 1 << 18
 
-_POLICY = {"bytes": None, "tune": True}
+_POLICY = {"bytes": None, "tune": True, "key": (None, True)}
 
 
 @contextmanager
@@ -23,11 +23,17 @@ def chunk_policy(nbytes=None, tune=True):
     """Within the block: chunks of ``nbytes`` (default :data:`DEFAULT_CHUNK_BYTES`),
     tuned by measurement or not.  For benchmarks that compare fixed sizes."""
     saved = dict(_POLICY)
-    _POLICY.update(bytes=nbytes, tune=tune)
+    _POLICY.update(bytes=nbytes, tune=tune, key=(nbytes, bool(tune)))
     try:
         yield
     finally:
         _POLICY.update(saved)
+
+
+def policy_key() -> tuple:
+    """The chunk policy in force, for keys of what was laid out under it (a
+    fast path's blocks are the policy's; another policy must not be served them)."""
+    return _POLICY["key"]
 
 
 def chunk_bytes() -> int:

@@ -190,8 +190,8 @@ def run(prep: Prepared, source, scatter, *, count, offsets=None, combos=None, ce
         got = _decide(prep, block0, offs, center)
         if got is not None:
             first = (block0, got)
-        else:
-            blocks, b = _blocks(prep, source, count, S, None)
+        else:  # decided without a batch to keep: lay the run out for that strategy
+            blocks, b = _blocks(prep, source, count, S, tune)
             it = iter(blocks)
     else:
         prep.task.strategy = prep.plan.strategy
