@@ -37,7 +37,7 @@ FAST_MAX_BYTES = 1 << 18
 #: Largest J served by a multi-block fast path, and the slowest general run
 #: it replaces.
 FAST_MAX_J_BYTES = 32 << 20
-#: Stacks up to this many entries are written as ``x + C * h`` (see _small_parts).
+#: Stacks up to this many entries are written as ``x + C * h`` (see small_stack).
 SMALL_STACK_ENTRIES = 4096
 #: Inputs up to this many (float64) take the step rule in Python floats.
 TINY_N = 16
@@ -101,8 +101,11 @@ class FastPath:
             self.blocks = []
         else:
             b = n if block is None else max(1, min(int(block), n))
-            self.blocks = [self._block(lo, min(b, n - lo), center and lo == 0)
+            stacks = {}  # one stack per block size, shared by the blocks of that size
+            self.blocks = [make_block(layout, self.x_shape, self.out_shape, offsets, self.dtype,
+                                      stacks, lo, min(b, n - lo), center and lo == 0)
                            for lo in range(0, n, b)]
+            self._stacks = stacks
         self.h = np.empty(n, dtype=self.dtype)
         # Constants as 0-d arrays of the working dtype: numpy converts a Python
         # float on every call, which on tiny arrays costs a third of the ufunc.
@@ -118,31 +121,19 @@ class FastPath:
         self.small = None
         if (layout == "leading" and len(self.blocks) == 1 and self.central
                 and self.rows * n <= SMALL_STACK_ENTRIES):
-            self.small = self._small_parts()
+            self.small = small_stack(self.offsets, self.rows, n, self.dtype, self.blocks[0])
         self.owner = threading.get_ident()
         self.busy = False
 
     def _tiny(self, f, xf):
         """The step rule ``h = rel max(1, |x|)``, ``(x + h) - x``, in Python floats."""
-        rel, taken, xs = self.rel, [], xf.tolist()
-        for v in xs:
-            a = abs(v)
-            if not a < math.inf:
-                return None  # NaN or inf: the general path says which
-            h = rel * (a if a > 1.0 else 1.0)
-            taken.append((v + h) - v)
+        xs = xf.tolist()
+        taken = tiny_steps(xs, self.rel)
+        if taken is None:
+            return None  # NaN or inf: the general path says which
         if self.scalar_loss:
             return self._scalar_loss(f, xf, xs, taken)
-        taken = np.array(taken)
-        if self.small is not None:
-            return self._small(f, xf, taken)
-        if self.layout == "points":
-            return self._points(f, xf, taken)
-        self.busy = True
-        try:
-            return self._blocks(f, xf, taken)
-        finally:
-            self.busy = False
+        return self._dispatch(f, xf, np.array(taken))
 
     def _scalar_loss(self, f, xf, xs, taken):
         """A scalar loss evaluated point by point, in Python floats end to end:
@@ -178,23 +169,6 @@ class FastPath:
             self.busy = False
         return np.array(J).reshape(len(xs), 1), center, np.array(taken)
 
-    def _small_parts(self):
-        """For a small stack, the offsets as one matrix: ``stack = x + C * h``.
-
-        ``C`` holds ``c_s`` where offset ``s`` moves coordinate ``j`` and -0.0
-        elsewhere (``x + -0.0`` is ``x`` bitwise, signed zeros included), so two
-        ufunc calls write the whole stack where a fill and one call per offset
-        took ``S + 1``: on the notebook's 3-12 inputs each call costs as much
-        as ``f``.  The values are those of the general path's ``x + c h``.
-        """
-        n, S = self.n, len(self.offsets)
-        C = np.full((self.rows, n), -0.0, dtype=self.dtype)
-        for s, c in enumerate(self.offsets):
-            C[s * n + np.arange(n), np.arange(n)] = c
-        blk = self.blocks[0]
-        inv = np.empty(n, dtype=self.dtype)
-        return C, np.empty_like(C), blk.stack, blk.batch, blk.want, inv, inv[:, None]
-
     def _small(self, f, xf, taken):
         C, P, stack, batch, want, inv, inv_col = self.small
         np.multiply(C, taken, out=P)
@@ -223,29 +197,6 @@ class FastPath:
             D = D * inv_col
         return D, center, taken
 
-    def _block(self, lo, k, center):
-        """One block: its stack (shared by the blocks of the same size), the
-        entries each offset moves, and the batch ``f`` sees."""
-        S, n = len(self.offsets), self.n
-        rows = S * k + bool(center)
-        stacks = self.__dict__.setdefault("_stacks", {})
-        if rows not in stacks:
-            shape = (rows, n) if self.layout == "leading" else (n, rows)
-            stacks[rows] = np.empty(shape, dtype=self.dtype)
-        stack = stacks[rows]
-        flat = stack.reshape(-1)
-        if self.layout == "leading":
-            # Offset s moves entry (s*k + i, lo + i): start s*k*n + lo, stride n + 1.
-            moved = [flat[s * k * n + lo::n + 1][:k] for s in range(S)]
-            batch = readonly(stack).reshape((rows,) + self.x_shape)
-            want = (rows,) + self.out_shape
-        else:
-            # Offset s moves entry (lo + i, s*k + i): start lo*rows + s*k, stride rows + 1.
-            moved = [flat[lo * rows + s * k::rows + 1][:k] for s in range(S)]
-            batch = readonly(stack).reshape(self.x_shape + (rows,))
-            want = self.out_shape + (rows,)
-        return _Block(lo, k, rows, stack, moved, batch, want, center)
-
     def __call__(self, x, f):
         """``(JT, f_center, h)``, ``JT`` of shape ``(n, m)``, or None for the general path.
 
@@ -267,6 +218,10 @@ class FastPath:
         np.multiply(h, self.rel0, out=h)
         taken = xf + h            # the step actually taken, (x + h) - x
         np.subtract(taken, xf, out=taken)
+        return self._dispatch(f, xf, taken)
+
+    def _dispatch(self, f, xf, taken):
+        """The steps are taken: the evaluation this path's layout calls for."""
         if self.small is not None:
             return self._small(f, xf, taken)
         if self.layout == "points":
@@ -321,15 +276,19 @@ class FastPath:
                 view[...] = base
         return JT, center, taken
 
+    def _difference(self, F, fresh=False):
+        """The pipeline's own combination, so the result is bitwise the general
+        path's: ``D = F1 - F0`` times the weight for a central difference."""
+        if not self.central:
+            return combine(F, self.W, self.centers, None, fresh=fresh)[0]
+        D = np.subtract(F[1], F[0])
+        if self.w1 != 1:
+            D *= self.w1
+        return D
+
     def _into(self, F, inv, out):
         """The pipeline's combination and scaling of one block, written to ``out``."""
-        if self.central:
-            D = np.subtract(F[1], F[0])
-            if self.w1 != 1:
-                D *= self.w1
-        else:
-            D = combine(F, self.W, self.centers, None, fresh=True)[0]
-        np.multiply(D, inv, out=out)
+        np.multiply(self._difference(F, fresh=True), inv, out=out)
 
     def _points(self, f, xf, taken):
         """The loop strategy's values, bitwise: ``x0 + c h`` rounded as the stack
@@ -373,14 +332,8 @@ class FastPath:
         return self._combined(F, center, taken)
 
     def _combined(self, F, center, taken):
-        # The pipeline's own combination and scaling, so the result is bitwise
-        # the general path's: D = F1 - F0, times the weight, times 1/h.
-        if self.central:
-            D = np.subtract(F[1], F[0])
-            if self.w1 != 1:
-                D *= self.w1
-        else:
-            D = combine(F, self.W, self.centers, None)[0]
+        # The pipeline's combination and scaling: D, times 1/h.
+        D = self._difference(F)
         inv = (1.0 / taken)[:, None]
         if D.dtype == self.result_dtype:
             D *= inv
@@ -399,6 +352,58 @@ class _Block:
     batch: np.ndarray
     want: tuple
     center: bool
+
+
+def tiny_steps(xs, rel):
+    """The step rule ``h = rel max(1, |x|)`` and the step taken, ``(x + h) - x``,
+    in Python floats (they round as numpy's float64 does, IEEE double, at a
+    fraction of a ufunc call each); None if a value is NaN or inf."""
+    taken = []
+    for v in xs:
+        a = abs(v)
+        if not a < math.inf:
+            return None
+        h = rel * (a if a > 1.0 else 1.0)
+        taken.append((v + h) - v)
+    return taken
+
+
+def small_stack(offsets, rows, n, dtype, blk):
+    """For a small stack, the offsets as one matrix: ``stack = x + C * h``.
+
+    ``C`` holds ``c_s`` where offset ``s`` moves coordinate ``j`` and -0.0
+    elsewhere (``x + -0.0`` is ``x`` bitwise, signed zeros included), so two
+    ufunc calls write the whole stack where a fill and one call per offset
+    took ``S + 1``: on the notebook's 3-12 inputs each call costs as much
+    as ``f``.  The values are those of the general path's ``x + c h``.
+    """
+    C = np.full((rows, n), -0.0, dtype=dtype)
+    for s, c in enumerate(offsets):
+        C[s * n + np.arange(n), np.arange(n)] = c
+    inv = np.empty(n, dtype=dtype)
+    return C, np.empty_like(C), blk.stack, blk.batch, blk.want, inv, inv[:, None]
+
+
+def make_block(layout, x_shape, out_shape, offsets, dtype, stacks, lo, k, center):
+    """One block: its stack (from ``stacks``, shared by the blocks of the same
+    size), the entries each offset moves, and the batch ``f`` sees."""
+    S, n = len(offsets), int(np.prod(x_shape, dtype=np.int64))
+    rows = S * k + bool(center)
+    if rows not in stacks:
+        stacks[rows] = np.empty((rows, n) if layout == "leading" else (n, rows), dtype=dtype)
+    stack = stacks[rows]
+    flat = stack.reshape(-1)
+    if layout == "leading":
+        # Offset s moves entry (s*k + i, lo + i): start s*k*n + lo, stride n + 1.
+        moved = [flat[s * k * n + lo::n + 1][:k] for s in range(S)]
+        batch = readonly(stack).reshape((rows,) + x_shape)
+        want = (rows,) + out_shape
+    else:
+        # Offset s moves entry (lo + i, s*k + i): start lo*rows + s*k, stride rows + 1.
+        moved = [flat[lo * rows + s * k::rows + 1][:k] for s in range(S)]
+        batch = readonly(stack).reshape(x_shape + (rows,))
+        want = out_shape + (rows,)
+    return _Block(lo, k, rows, stack, moved, batch, want, center)
 
 
 _FAST = FunctionMemo()
