@@ -151,3 +151,7 @@ def test_a_large_check_names_the_wrong_entry_not_a_direction(n):
     where = [d for d in r.diagnoses if d.kind == "localized"]
     assert where and f"in[{n // 3}]" in where[0].message
     assert f"in[{n // 3}]" in r.headline and not re.search(r"direction \d", r.headline)
+    # The search costs about log2(n) evaluations, and the report says how many.
+    found = r.worst[0]
+    assert found.input_index == (n // 3,) and found.search_evaluations <= 2 * np.log2(n)
+    assert f"{found.search_evaluations} evaluations" in where[0].evidence

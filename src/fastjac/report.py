@@ -80,6 +80,9 @@ class Mismatch:
     status : {'ok', 'noise', 'non-differentiable', 'discontinuous', 'inconclusive', 'bug', 'nan'}
     second_opinion : float or None
         The re-estimate at a smaller step, when one was made.
+    search_evaluations : int or None
+        For an entry found by splitting a failing direction's support (the
+        sampled and directional modes), the evaluations of ``f`` the search took.
     """
 
     output_index: object
@@ -92,6 +95,7 @@ class Mismatch:
     noise: float
     status: str
     second_opinion: float | None = None
+    search_evaluations: int | None = None
 
     @property
     def where(self) -> str:
@@ -104,7 +108,8 @@ class Mismatch:
     def to_dict(self) -> dict:
         return {k: _plain(getattr(self, k)) for k in (
             "output_index", "input_index", "expected", "numeric", "abs_error", "rel_error",
-            "tolerance", "noise", "status", "second_opinion")} | {"where": self.where}
+            "tolerance", "noise", "status", "second_opinion", "search_evaluations")} | {
+            "where": self.where}
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,8 @@ def diagnose(problem, judgement, *, full=False, x_shape=(), out_shape=(), spec=N
     # Localisation first: the wrong input, then the wrong entry, then the patterns.
     found = [d for d in localized if isinstance(d, Diagnosis)]
     found += [Diagnosis("localized", f"the wrong entry is {entry.where}",
-                        f"found by splitting a failing direction's support: expected "
+                        f"found by splitting a failing direction's support in "
+                        f"{entry.search_evaluations} evaluations: expected "
                         f"{entry.expected:.6g}, numeric {entry.numeric:.6g}")
               for entry in localized if not isinstance(entry, Diagnosis)]
     out = found + out

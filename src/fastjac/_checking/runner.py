@@ -203,7 +203,8 @@ def culprit(problem, found):
     e, q = found.expected, found.numeric
     ab = abs(e - q)
     return Mismatch(problem.out_label(found.r), first, e, q, ab,
-                    ab / max(abs(e), abs(q), 1e-300), float("nan"), float("nan"), "bug")
+                    ab / max(abs(e), abs(q), 1e-300), float("nan"), float("nan"), "bug",
+                    search_evaluations=found.evaluations)
 
 
 def run_check(st, E2, *, mode, seed, samples, directions, full_max, x, f, kind_full, kind_dir,
