@@ -48,7 +48,7 @@ class Entry(Mismatch):
         """``figures``: expected, numeric, abs_error, rel_error, tolerance, noise, status."""
         place = (f"{param}[{', '.join(map(str, index))}]" if index is not None
                  else f"{param} ({direction})")
-        return cls((), place, *figures, None, param, index, direction)
+        return cls((), place, *figures, None, param=param, index=index, direction=direction)
 
     @classmethod
     def nonfinite(cls, param, index, direction, expected=math.nan, numeric=math.nan) -> Entry:
