@@ -16,12 +16,11 @@ Side by side per workload and size (group ``check|{workload}|n={n}``):
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 import fastjac
+from fastjac._bench import paired_rounds
 from fastjac.reference import numeric_jacobian as reference_loop
 
 SIZES = [10_000, 100_000]
@@ -153,17 +152,8 @@ def _paired_ratio(baseline, candidate, rounds=21, calls=300):
     turns: on a shared VM the speed of the machine drifts by 2x over minutes,
     more than the difference measured here, so the separate medians of two
     benchmarks run one after the other can disagree on which is faster."""
-    ratios = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            baseline()
-        t1 = time.perf_counter()
-        for _ in range(calls):
-            candidate()
-        t2 = time.perf_counter()
-        ratios.append((t1 - t0) / (t2 - t1))
-    return float(np.median(ratios))
+    base, cand = paired_rounds((baseline, candidate), rounds, calls)
+    return float(np.median(np.divide(base, cand)))
 
 
 # ---------------------------------------------------------------------------

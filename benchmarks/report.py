@@ -164,16 +164,6 @@ def monitor(data):
     return "\n".join(lines)
 
 
-SECTIONS = {
-    "engine": engine,
-    "chunking": chunking,
-    "nn": nn,
-    "check": lambda d: generic(d, "one-loss-eval"),
-    "scale": generic,
-    "monitor": monitor,
-}
-
-
 def readme_table(data):
     """The README's summary: the engine table without the loop-path and Numba columns."""
     cpu = (data.get("machine_info") or {}).get("cpu_model") or "unknown CPU"

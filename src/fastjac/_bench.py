@@ -47,7 +47,7 @@ import numpy as np
 from ._workloads import IMPLEMENTATIONS as SETUPS, WORKLOADS, case
 
 __all__ = ["workload_names", "IMPLEMENTATIONS", "cpu_model", "run", "load_json", "write_json",
-           "table", "plot", "cpu_of", "baseline_of", "format_time", "JSONFormatError",
+           "table", "plot", "cpu_of", "baseline_of", "format_time", "paired_rounds", "JSONFormatError",
            "MissingPytestBenchmark", "have_pytest_benchmark", "SUITE"]
 
 #: Where the entries of ``fastjac bench`` would live in a pytest run.
@@ -364,6 +364,22 @@ def _wide(cells):
             return None
         row[col] = t
     return rows
+
+
+def paired_rounds(fns, rounds, inner=20):
+    """Per function, the time per call of each of ``rounds`` rounds (the mean
+    of ``inner`` back-to-back calls), the functions taking turns within each
+    round: on a shared machine a slow spell then hits all of them, not only
+    the one timed during it.  (A 3-element check takes ~20 us: single calls
+    would time the clock.)"""
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t0) / inner)
+    return times
 
 
 def format_time(s):

@@ -10,12 +10,11 @@ batch-aware rewrites from :mod:`._bench`.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._bench import format_time, run
+from ._bench import format_time, paired_rounds, run
 
 __all__ = ["notebook_checks", "run_demo"]
 
@@ -106,22 +105,6 @@ def _dense_batch(add, W, b, X, Y):
 
 # --- timing -----------------------------------------------------------------
 
-def _paired_times(fns, repeats, inner=20):
-    """Median per function over ``repeats`` rounds of the mean of ``inner``
-    back-to-back calls, the functions taking turns within each round: on a
-    shared machine a slow spell then hits both, not only the one timed during
-    it.  (One call of a 3-element check is ~20 us: single calls would time
-    the clock.)"""
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            out.append((time.perf_counter() - t0) / inner)
-    return [statistics.median(t) for t in times]
-
-
 def run_demo(*, full=False, seed=0, repeats=7, scale_sizes=(100, 1000), out=print):
     """Run the notebook's checks; returns True when every check passes."""
     from .check import check_jacobian
@@ -144,8 +127,8 @@ def run_demo(*, full=False, seed=0, repeats=7, scale_sizes=(100, 1000), out=prin
         expected = np.reshape(c.expected, shape)  # drops the notebook's stray (1, n) axis
         report = check_jacobian(c.f, c.x, expected)
         npass += report.passed
-        t_loop, t_fast = _paired_times((lambda: numeric_jacobian(c.x, c.f),
-                                        lambda: jacobian(c.f, c.x)), repeats)
+        t_loop, t_fast = map(statistics.median, paired_rounds(
+            (lambda: numeric_jacobian(c.x, c.f), lambda: jacobian(c.f, c.x)), repeats))
         out(f"  {k:>2}  {c.name:<24} {str(shape):<9} {report.verdict:<8} "
             f"{report.error_norm:>10.2e}  {format_time(t_loop):>9}  {format_time(t_fast):>9}  "
             f"{t_loop / t_fast:>6.1f}x  {info.strategy}")

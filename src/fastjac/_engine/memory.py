@@ -15,7 +15,7 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "available_memory", "guard_result", "block_siz
 #: runs tune upwards from it by measurement (``.chunking``), to at most 4 MiB.
 DEFAULT_CHUNK_BYTES = 1 << 18
 
-_POLICY = {"bytes": None, "tune": True, "key": (None, True)}
+_POLICY = {"bytes": None, "tune": True}
 
 
 @contextmanager
@@ -23,7 +23,7 @@ def chunk_policy(nbytes=None, tune=True):
     """Within the block: chunks of ``nbytes`` (default :data:`DEFAULT_CHUNK_BYTES`),
     tuned by measurement or not.  For benchmarks that compare fixed sizes."""
     saved = dict(_POLICY)
-    _POLICY.update(bytes=nbytes, tune=tune, key=(nbytes, bool(tune)))
+    _POLICY.update(bytes=nbytes, tune=tune)
     try:
         yield
     finally:
@@ -33,7 +33,7 @@ def chunk_policy(nbytes=None, tune=True):
 def policy_key() -> tuple:
     """The chunk policy in force, for keys of what was laid out under it (a
     fast path's blocks are the policy's; another policy must not be served them)."""
-    return _POLICY["key"]
+    return _POLICY["bytes"], bool(_POLICY["tune"])
 
 
 def chunk_bytes() -> int:
