@@ -63,11 +63,10 @@ class FastCheck:
         prep = st.prep
         self.fp, self.kind, self.report_shape = fp, st.kind, tuple(report_shape)
         self.m, self.n = prep.m, prep.n
-        self.out_shape, self.out_dtype = prep.out_shape, prep.fx.dtype
+        self.out_shape = prep.out_shape
         self.rtol, self.atol, self.user_atol = st.tol.rtol, st.tol.atol, st.user_atol
         self.dtype_name, self.method_name = st.dtype, st.method_name
         self.eps, self.stencil = prep.eps, prep.stencil
-        self.S = prep.stencil.evaluations_per_column
         self.notes = tuple(notes)
         # The fields every warm pass of this layout shares, in JacobianCheck's types.
         self.fields = dict(passed=True, verdict="pass", method=self.method_name,
